@@ -1,0 +1,5 @@
+"""Placeholder: being written."""
+
+
+def codebleu(*args, **kwargs):
+    raise NotImplementedError

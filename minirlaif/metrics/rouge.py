@@ -1,0 +1,5 @@
+"""Placeholder: being written."""
+
+
+def rouge_l(*args, **kwargs):
+    raise NotImplementedError
