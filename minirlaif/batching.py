@@ -1,0 +1,25 @@
+"""Token ids -> right-padded tensors with explicit masks (shared by every script)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ids (B, L) right-padded with `pad_id`, and mask (B, L) with 1 at real tokens (L = longest)."""
+    length = max(1, max(len(s) for s in seqs))
+    ids = torch.full((len(seqs), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def chunks(items: Sequence, size: int):
+    """Consecutive slices of `items` of length `size` (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,84 @@
+"""Checkpoints written atomically, and the run-folder layout every script shares.
+
+    runs/<stage>/model/          the final model (policy or reward model + tokenizer): what the next
+                                 stage reads
+    runs/<stage>/checkpoint/     the latest resumable state: model/ + state.pt (optimizer, scheduler,
+                                 step, RNG, anything else the loop needs)
+    runs/<stage>/metrics.jsonl   one line per logged step
+
+Atomic folder replace: write `X.tmp/`, move the old `X/` to `X.old/`, rename `X.tmp/` to `X/`, delete
+`X.old/`. A kill at any moment leaves either `X/` or `X.old/` complete; `resolve()` picks it up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from minirlaif.errors import InputError
+
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+
+
+def write_dir_atomic(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_dir)` to fill a fresh folder, then swap it into `target` atomically."""
+    target = Path(target)
+    tmp, old = target.with_name(target.name + ".tmp"), target.with_name(target.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    for f in tmp.rglob("*"):  # data on disk before the rename makes it visible
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def resolve(target: str | Path) -> Path | None:
+    """The complete folder at `target`, or its `.old` twin after a kill mid-swap, or None."""
+    target = Path(target)
+    if target.exists():
+        return target
+    old = target.with_name(target.name + ".old")
+    return old if old.exists() else None
+
+
+def model_dir(run_or_model: str | Path) -> Path:
+    """`runs/sft` -> `runs/sft/model`; a folder that already is a model is returned as is."""
+    path = Path(run_or_model)
+    if (path / "config.json").exists():
+        return path
+    found = resolve(path / MODEL_DIR)
+    if found is None:
+        raise InputError(f"{path}: no model found (expected {path / MODEL_DIR}/config.json); "
+                         "run the previous stage first or pass the right folder")
+    return found
+
+
+def save_checkpoint(run_dir: str | Path, save_model: Callable[[Path], None], state: dict) -> None:
+    """Write run_dir/checkpoint/{model/, state.pt} atomically."""
+
+    def write(tmp: Path) -> None:
+        save_model(tmp / MODEL_DIR)
+        torch.save(state, tmp / STATE_FILE)
+
+    write_dir_atomic(Path(run_dir) / CHECKPOINT_DIR, write)
+
+
+def load_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
+    """(model folder, state dict) of the latest checkpoint, or None when there is none."""
+    found = resolve(Path(run_dir) / CHECKPOINT_DIR)
+    if found is None or not (found / STATE_FILE).exists():
+        return None
+    return found / MODEL_DIR, torch.load(found / STATE_FILE, weights_only=False)

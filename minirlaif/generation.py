@@ -1,0 +1,96 @@
+"""Sampling responses from a policy: our own short loop over the decoder with the KV cache.
+
+Why not `model.generate`: RL needs the log-probability of exactly the distribution it sampled from.
+Here the logits are divided by `temperature`, there is no top-k/top-p/min-length or other logits
+processor, and the same temperature is used when log-probs are recomputed by a teacher-forced pass
+(N-implementation-details #10), so rollout log-probs equal the forward pass and KL at step 0 is 0.
+
+Responses are right-padded with `pad_id`; the mask marks real tokens, EOS included. The decoder
+start token is not a response token. T5's pad id equals its decoder start id, so masks are built
+from the EOS position, never from `tokens != pad`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from minirlaif.losses import logprobs_from_logits
+from minirlaif.policy import Seq2SeqPolicy
+
+
+@dataclass
+class Samples:
+    tokens: torch.Tensor  # (B, T) response ids, pad after EOS
+    mask: torch.Tensor  # (B, T) float, 1 = real response token (EOS included)
+    logprobs: torch.Tensor  # (B, T) log pi(y_t | x, y_<t) at the sampling temperature, 0 at padding
+    values: torch.Tensor  # (B, T) V(s_t) from the value head, 0 at padding
+    finished: torch.Tensor  # (B,) bool: the response ended with EOS within the length limit
+
+
+@torch.no_grad()
+def sample(
+    policy: Seq2SeqPolicy,
+    input_ids: torch.Tensor,  # (B, S)
+    attention_mask: torch.Tensor,  # (B, S)
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Samples:
+    """Sample (or greedily decode) one response per prompt, recording log-probs and values."""
+    backbone = policy.backbone
+    B, device = input_ids.shape[0], input_ids.device
+    encoder_outputs = backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    next_input = torch.full((B, 1), policy.decoder_start_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    # transformers >= 5.2x names the KV cache `cache`; older releases call it `past_key_values`.
+    cache_arg = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+    cache = None
+    tokens, logprobs, values, masks = [], [], [], []
+    for _ in range(max_new_tokens):
+        out = backbone(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
+                       decoder_input_ids=next_input, use_cache=True, output_hidden_states=True,
+                       return_dict=True, **{cache_arg: cache})
+        cache = getattr(out, cache_arg)
+        logp = F.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)  # (B, V)
+        if greedy:
+            token = logp.argmax(dim=-1)  # (B,)
+        else:
+            token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)  # (B,)
+        alive = ~done
+        token = torch.where(alive, token, torch.full_like(token, pad_id))
+        value = policy.value_head(out.decoder_hidden_states[-1][:, -1]).squeeze(-1).float()  # (B,)
+        tokens.append(token)
+        masks.append(alive.float())
+        logprobs.append(torch.where(alive, logp.gather(1, token[:, None]).squeeze(1), torch.zeros_like(value)))
+        values.append(torch.where(alive, value, torch.zeros_like(value)))
+        done = done | (token == eos_id)
+        next_input = token[:, None]
+        if bool(done.all()):
+            break
+    return Samples(tokens=torch.stack(tokens, 1), mask=torch.stack(masks, 1),
+                   logprobs=torch.stack(logprobs, 1), values=torch.stack(values, 1), finished=done)
+
+
+def response_logprobs(
+    policy: Seq2SeqPolicy,
+    input_ids: torch.Tensor,  # (B, S)
+    attention_mask: torch.Tensor,  # (B, S)
+    tokens: torch.Tensor,  # (B, T)
+    mask: torch.Tensor,  # (B, T)
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forced log pi(y_t) (B, T), values (B, T) and logits (B, T, V) for given responses.
+
+    Position 0 (the first generated token, predicted from the start token) is included.
+    """
+    logits, values = policy(input_ids, attention_mask, policy.decoder_inputs(tokens), decoder_attention_mask=None)
+    logits = logits / temperature
+    logp = logprobs_from_logits(logits, tokens)  # (B, T)
+    return logp * mask, values * mask, logits

@@ -1,0 +1,129 @@
+"""PPO for a seq2seq policy: one rollout, then several epochs of clipped minibatch updates.
+
+rollout():  x -> sample y ~ pi_old (log pi_old, V_old recorded while sampling)
+               -> log pi_ref(y) (frozen SFT model) and score s = RM(x, y)
+               -> r_t = -beta (log pi_old - log pi_ref) + [t = last] s     (kl_penalized_rewards)
+               -> A_t, R_t = GAE(r, V_old; gamma, lambda), A whitened
+update():   for each epoch, for each shuffled minibatch:
+               loss = L_clip(pi) + vf_coef * L_V(V) - ent_coef * H(pi)     (losses.py)
+
+Every switch is a visible field of `PPOConfig`. Dropout stays off everywhere (the caller puts all
+models in eval mode), and the same temperature divides the logits when sampling and when training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from minirlaif.generation import response_logprobs, sample
+from minirlaif.losses import (entropy_from_logits, explained_variance, gae, kl_penalized_rewards, masked_mean,
+                              masked_whiten, ppo_policy_loss, ppo_value_loss, sequence_kl)
+from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.reward_model import RewardModel
+
+
+@dataclass
+class PPOConfig:
+    temperature: float = 1.0  # sampling temperature; also divides the logits in every log-prob
+    max_new_tokens: int = 128  # response length limit
+    missing_eos_penalty: float | None = -1.0  # score for a response cut at the limit (None = keep RM score)
+    whiten_scores: bool = False  # whiten RM scores across the batch (the RM is already normalised)
+    gamma: float = 1.0  # discount
+    lam: float = 0.95  # GAE lambda
+    clip_eps: float = 0.2  # policy ratio clip epsilon
+    value_clip_eps: float = 0.2  # value clip around V_old
+    vf_coef: float = 0.1  # weight of the value loss
+    ent_coef: float = 0.0  # weight of the entropy bonus
+    ppo_epochs: int = 4  # passes over each rollout batch
+    minibatch_size: int = 16  # sequences per gradient step
+    max_grad_norm: float = 1.0  # global gradient-norm clip
+    whiten_advantages: bool = True  # masked whitening of A over the batch
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # (B, S)
+    prompt_mask: torch.Tensor  # (B, S)
+    tokens: torch.Tensor  # (B, T)
+    mask: torch.Tensor  # (B, T) float
+    logprobs: torch.Tensor  # (B, T) log pi_old
+    ref_logprobs: torch.Tensor  # (B, T) log pi_ref
+    values: torch.Tensor  # (B, T) V_old
+    scores: torch.Tensor  # (B,) score used in the reward (after EOS penalty / whitening)
+    rm_scores: torch.Tensor  # (B,) raw reward-model output
+    rewards: torch.Tensor  # (B, T)
+    kl: torch.Tensor  # (B, T) log pi_old - log pi_ref
+    advantages: torch.Tensor  # (B, T)
+    returns: torch.Tensor  # (B, T)
+    finished: torch.Tensor  # (B,) bool
+
+
+@torch.no_grad()
+def rollout(policy: Seq2SeqPolicy, ref_policy: Seq2SeqPolicy, reward_model: RewardModel,
+            prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, beta: float, cfg: PPOConfig,
+            eos_id: int, pad_id: int, generator: torch.Generator | None = None) -> Rollout:
+    """Sample one response per prompt and turn it into per-token rewards, advantages and returns."""
+    s = sample(policy, prompt_ids, prompt_mask, cfg.max_new_tokens, eos_id, pad_id,
+               temperature=cfg.temperature, generator=generator)
+    ref_logprobs, _, _ = response_logprobs(ref_policy, prompt_ids, prompt_mask, s.tokens, s.mask, cfg.temperature)
+    rm_scores = reward_model(prompt_ids, prompt_mask, s.tokens, s.mask)  # (B,)
+    scores = rm_scores.clone()
+    if cfg.missing_eos_penalty is not None:
+        scores = torch.where(s.finished, scores, torch.full_like(scores, cfg.missing_eos_penalty))
+    if cfg.whiten_scores and scores.numel() > 1:
+        scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+    rewards, kl = kl_penalized_rewards(scores, s.logprobs, ref_logprobs, s.mask, beta)
+    advantages, returns = gae(rewards, s.values, s.mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = masked_whiten(advantages, s.mask)
+    return Rollout(prompt_ids, prompt_mask, s.tokens, s.mask, s.logprobs, ref_logprobs, s.values, scores,
+                   rm_scores, rewards, kl, advantages, returns, s.finished)
+
+
+def update(policy: Seq2SeqPolicy, optimizer: torch.optim.Optimizer, batch: Rollout, cfg: PPOConfig,
+           generator: torch.Generator | None = None) -> dict[str, float]:
+    """`ppo_epochs` passes of clipped policy + value updates over shuffled minibatches of `batch`."""
+    n = batch.tokens.shape[0]
+    sums: dict[str, float] = {}
+    n_updates = 0
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, cfg.minibatch_size):
+            idx = order[start : start + cfg.minibatch_size].to(batch.tokens.device)
+            mask = batch.mask[idx]
+            width = int(mask.sum(1).max())  # drop columns that are padding for every row
+            mask, tokens = mask[:, :width], batch.tokens[idx, :width]
+            logprobs, values, logits = response_logprobs(
+                policy, batch.prompt_ids[idx], batch.prompt_mask[idx], tokens, mask, cfg.temperature)
+            pg_loss, pg_stats = ppo_policy_loss(logprobs, batch.logprobs[idx, :width],
+                                                batch.advantages[idx, :width], mask, cfg.clip_eps)
+            vf_loss, vf_stats = ppo_value_loss(values, batch.values[idx, :width], batch.returns[idx, :width],
+                                               mask, cfg.value_clip_eps)
+            entropy = masked_mean(entropy_from_logits(logits), mask)
+            loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            step_stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy, "grad_norm": grad_norm,
+                          **pg_stats, **vf_stats}
+            for k, v in step_stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n_updates += 1
+    return {k: v / max(n_updates, 1) for k, v in sums.items()}
+
+
+def rollout_stats(batch: Rollout, beta: float) -> dict[str, float]:
+    """What a reader wants to see each iteration (per-sequence sums for KL and reward)."""
+    return {
+        "score": float(batch.scores.mean()),
+        "rm_score": float(batch.rm_scores.mean()),
+        "reward": float((batch.rewards * batch.mask).sum(1).mean()),
+        "kl": float(sequence_kl(batch.kl, batch.mask).mean()),
+        "beta": beta,
+        "response_length": float(batch.mask.sum(1).mean()),
+        "finished": float(batch.finished.float().mean()),
+        "explained_variance": explained_variance(batch.values, batch.returns, batch.mask),
+    }

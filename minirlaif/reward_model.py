@@ -1,0 +1,100 @@
+"""The reward model: the seq2seq backbone (initialised from SFT) plus a scalar head read at EOS.
+
+    encoder(instruction), decoder([start] + y) -> h_t (B, T, H)
+    raw r(x, y) = w . h_eos + b          (h at the response's last real token, its EOS)
+    reward      = gain * raw + bias      (gain, bias fitted after training: mean 0, std 1 on the
+                                          training responses; N-implementation-details #9)
+
+The head starts at N(0, 1/sqrt(d_model + 1)) with bias 0 (N+ details #10). The language-model
+head of the backbone is kept (so `from_pretrained` of an SFT folder just works) but never used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minirlaif.errors import InputError
+
+HEAD_FILE = "reward_head.safetensors"
+NORM_FILE = "reward_norm.json"
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        d_model = backbone.config.d_model
+        self.head = nn.Linear(d_model, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d_model + 1))
+        nn.init.zeros_(self.head.bias)
+        # Not parameters: fitted once after training, saved with the model.
+        self.register_buffer("gain", torch.tensor(1.0))
+        self.register_buffer("bias", torch.tensor(0.0))
+
+    @property
+    def decoder_start_id(self) -> int:
+        return int(self.backbone.config.decoder_start_token_id)
+
+    def raw_reward(
+        self,
+        input_ids: torch.Tensor,  # (B, S)
+        attention_mask: torch.Tensor,  # (B, S)
+        responses: torch.Tensor,  # (B, T) right-padded response ids (EOS included when present)
+        response_mask: torch.Tensor,  # (B, T) 1 = real response token
+    ) -> torch.Tensor:
+        """Unnormalised scalar reward (B,), read at each response's last real token."""
+        start = torch.full_like(responses[:, :1], self.decoder_start_id)
+        decoder_input = torch.cat([start, responses], dim=1)  # (B, T+1): position t+1 has read y_0..y_t
+        encoded = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+        hidden = self.backbone.get_decoder()(
+            input_ids=decoder_input, encoder_hidden_states=encoded.last_hidden_state,
+            encoder_attention_mask=attention_mask, use_cache=False, return_dict=True,
+        ).last_hidden_state  # (B, T+1, H)
+        last = response_mask.long().sum(dim=1)  # (B,) index in decoder_input of the last real token
+        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        return self.head(h_last).squeeze(-1).float()  # (B,)
+
+    def forward(self, input_ids, attention_mask, responses, response_mask) -> torch.Tensor:
+        """Normalised reward (B,) = gain * raw + bias."""
+        return self.gain * self.raw_reward(input_ids, attention_mask, responses, response_mask) + self.bias
+
+    @torch.no_grad()
+    def fit_normalisation(self, raw_rewards: torch.Tensor) -> None:
+        """Set gain, bias so that gain * raw + bias has mean 0 and std 1 on `raw_rewards` (N,)."""
+        std = raw_rewards.float().std().clamp_min(1e-6)
+        self.gain.fill_(1.0 / float(std))
+        self.bias.fill_(-float(raw_rewards.float().mean()) / float(std))
+
+    # ---- saving and loading ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        self.backbone.save_pretrained(str(directory))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+                  str(directory / HEAD_FILE))
+        (directory / NORM_FILE).write_text(json.dumps({"gain": float(self.gain), "bias": float(self.bias)}) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "RewardModel":
+        """Load a reward model folder, or start a new head on any seq2seq folder (e.g. runs/sft/model)."""
+        from transformers import AutoModelForSeq2SeqLM
+
+        try:
+            model = cls(AutoModelForSeq2SeqLM.from_pretrained(str(path)))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: cannot load a seq2seq model for the reward model ({e})") from e
+        path = Path(path)
+        if (path / HEAD_FILE).exists():
+            from safetensors.torch import load_file
+
+            model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
+            norm = json.loads((path / NORM_FILE).read_text())
+            model.gain.fill_(norm["gain"])
+            model.bias.fill_(norm["bias"])
+        return model

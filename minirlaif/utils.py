@@ -1,0 +1,135 @@
+"""Small plumbing shared by the scripts: config parsing, seeds, devices, JSONL logs, atomic writes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import torch
+
+from minirlaif.errors import InputError
+
+C = TypeVar("C")
+
+
+def parse_config(cls: type[C], description: str, argv: list[str] | None = None) -> C:
+    """Build an argparse parser from a config dataclass (one `--flag` per field, help from metadata)."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "").replace("%", "%%")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type), None)
+            if kind is None and f.type in (int, float, str):
+                kind = f.type
+            parser.add_argument(flag, type=kind or str, default=default, help=help_text,
+                                choices=f.metadata.get("choices"))
+    return cls(**vars(parser.parse_args(argv)))
+
+
+def field(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help string for `--help`."""
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG a training step touches, so a resumed run draws the same numbers."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` -> CUDA when present, else CPU. An explicit `cuda` without a GPU is an input error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing on CPU (fp32 keeps CPU runs exact and reproducible)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class JsonlLogger:
+    """Appends one JSON object per line (flushed), e.g. runs/sft/metrics.jsonl."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "a", encoding="utf-8")
+
+    def log(self, **row: Any) -> None:
+        row.setdefault("time", round(time.time(), 3))
+        self.f.write(json.dumps(row, default=float) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a script's main: bad input becomes one line on stderr and exit code 2."""
+    try:
+        main()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def check_writable(directory: str | Path) -> None:
+    """Fail before any work starts when the output folder cannot be written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-probe"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"{directory}: output folder is not writable ({e.strerror}); pick another --out") from e
+
+
+def debug_kill_point(step: int) -> None:
+    """Test hook: SIGKILL ourselves after `step` when MINIRLAIF_KILL_AT_STEP says so (kill/resume tests)."""
+    at = os.environ.get("MINIRLAIF_KILL_AT_STEP")
+    if at is not None and int(at) == step:
+        os.kill(os.getpid(), 9)

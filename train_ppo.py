@@ -1,0 +1,183 @@
+"""Step 3: PPO against the reward model, with a per-token KL penalty to the frozen SFT policy.
+
+    r_t = -beta (log pi(y_t) - log pi_ref(y_t)) + [t = T] RM(x, y)    ->  GAE  ->  clipped PPO
+
+    python train_ppo.py                      # reads runs/sft and runs/rm, writes runs/ppo
+    python train_ppo.py --resume             # continue after a kill
+    python train_ppo.py --plot               # also draw runs/ppo/curves.png
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from minirlaif.batching import pad_right
+from minirlaif.checkpoint import load_checkpoint, model_dir, save_checkpoint, write_dir_atomic
+from minirlaif.data.prompts import format_prompt
+from minirlaif.data.splits import load_dataset, with_code
+from minirlaif.errors import InputError
+from minirlaif.losses import AdaptiveKLController, FixedKLController
+from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
+from minirlaif.reward_model import RewardModel
+from minirlaif.tokenizer import load_tokenizer
+from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config, pick_device,
+                             rng_state, set_rng_state, set_seed, write_json_atomic)
+
+
+@dataclass
+class Config:
+    sft: str = field("runs/sft", "SFT run folder (or model folder): the initial and the reference policy")
+    rm: str = field("runs/rm", "reward-model run folder (or model folder)")
+    out: str = field("runs/ppo", "run folder: model/, checkpoint/, metrics.jsonl")
+    data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder (prompts come from its train split)")
+    eval_data: str = field("", "separate eval file (unused for training; kept for symmetry)")
+    api_db: str = field("", "API database for --data files")
+    iterations: int = field(40, "rollout + update iterations")
+    rollouts: int = field(64, "responses sampled per iteration (the PPO batch)")
+    minibatch_size: int = field(16, "sequences per gradient step")
+    ppo_epochs: int = field(4, "passes over each batch")
+    lr: float = field(5e-5, "learning rate (AdamW, constant)")
+    temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)")
+    max_new_tokens: int = field(128, "response length limit")
+    max_prompt_len: int = field(64, "encoder tokens kept")
+    kl_coef: float = field(0.05, "initial KL coefficient beta")
+    adaptive_kl: bool = field(False, "adapt beta towards --kl-target (Ziegler et al.)")
+    kl_target: float = field(6.0, "target per-sequence KL for the adaptive controller")
+    kl_horizon: float = field(10000, "horizon of the adaptive controller")
+    missing_eos_penalty: float = field(-1.0, "score for responses cut at --max-new-tokens (nan = off)")
+    whiten_scores: bool = field(False, "whiten RM scores per batch")
+    gamma: float = field(1.0, "discount gamma")
+    lam: float = field(0.95, "GAE lambda")
+    clip_eps: float = field(0.2, "policy ratio clip epsilon")
+    value_clip_eps: float = field(0.2, "value clip")
+    vf_coef: float = field(0.1, "value-loss weight")
+    ent_coef: float = field(0.0, "entropy-bonus weight")
+    max_grad_norm: float = field(1.0, "gradient-norm clip")
+    max_kl: float = field(100.0, "stop (keeping the last good checkpoint) if per-sequence KL exceeds this")
+    save_every: int = field(5, "iterations between checkpoints")
+    seed: int = field(0, "seed for prompt order and sampling")
+    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    resume: bool = field(False, "continue from OUT/checkpoint")
+    plot: bool = field(False, "draw the training curves to OUT/curves.png at the end")
+
+
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def prompt_batch(iteration: int, prompts: list[list[int]], size: int, seed: int) -> list[list[int]]:
+    """Prompts of one iteration: consecutive slices of a seeded permutation, reshuffled every pass."""
+    out = []
+    for j in range(iteration * size, (iteration + 1) * size):
+        epoch, pos = divmod(j, len(prompts))
+        perm = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+        out.append(prompts[perm[pos]])
+    return out
+
+
+def main(cfg: Config) -> dict:
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    check_writable(out)
+    set_seed(cfg.seed)
+    ppo_cfg = PPOConfig(**{f.name: getattr(cfg, f.name) for f in fields(PPOConfig) if hasattr(cfg, f.name)})
+    if math.isnan(cfg.missing_eos_penalty):
+        ppo_cfg.missing_eos_penalty = None
+
+    # ---- models: policy (trained), reference (frozen SFT), reward model (frozen) ----
+    sft_dir = model_dir(cfg.sft)
+    tokenizer = load_tokenizer(sft_dir)
+    checkpoint = load_checkpoint(out) if cfg.resume else None
+    policy = Seq2SeqPolicy.from_pretrained(checkpoint[0] if checkpoint else sft_dir).to(device)
+    ref_policy = frozen(Seq2SeqPolicy.from_pretrained(sft_dir).to(device))
+    reward_model = frozen(RewardModel.from_pretrained(model_dir(cfg.rm)).to(device))
+    if reward_model.backbone.config.vocab_size != policy.config.vocab_size:
+        raise InputError(f"{cfg.rm}: reward model vocabulary ({reward_model.backbone.config.vocab_size}) differs "
+                         f"from the policy's ({policy.config.vocab_size}); train the RM from this SFT run")
+    policy.eval()  # dropout off during RL: rollout and update see the same network
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
+              else FixedKLController(cfg.kl_coef))
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start = 0
+    if checkpoint is not None:
+        state = checkpoint[1]
+        optimizer.load_state_dict(state["optimizer"])
+        kl_ctl.load_state_dict(state["kl_controller"])
+        set_rng_state(state["rng"])
+        generator.set_state(state["generator"])
+        shuffle_gen.set_state(state["shuffle_generator"])
+        start = state["iteration"]
+        print(f"resumed from {out}/checkpoint at iteration {start}")
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+
+    data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
+    prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in with_code(data.train)]
+    logger = JsonlLogger(out / "metrics.jsonl")
+    write_json_atomic(asdict(cfg), out / "config.json")
+    print(f"PPO: {len(prompts)} prompts, {cfg.iterations} iterations x {cfg.rollouts} rollouts on {device}")
+
+    def save_model(directory: Path) -> None:
+        policy.save_pretrained(directory, extra={"stage": "ppo"})
+        tokenizer.save(directory)
+
+    # ---- loop ----
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="ppo", dynamic_ncols=True)
+    for it in bar:
+        t0 = time.time()
+        ids, mask = pad_right(prompt_batch(it, prompts, cfg.rollouts, cfg.seed), tokenizer.pad_id, device)
+        batch = rollout(policy, ref_policy, reward_model, ids, mask, kl_ctl.value, ppo_cfg,
+                        tokenizer.eos_id, tokenizer.pad_id, generator)
+        t_rollout = time.time() - t0
+        stats = rollout_stats(batch, kl_ctl.value)
+        stats.update(update(policy, optimizer, batch, ppo_cfg, shuffle_gen))
+        if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
+            raise RuntimeError(f"iteration {it}: non-finite statistics {stats}; the last good checkpoint is in "
+                               f"{out}/checkpoint (lower --lr and --resume)")
+        if stats["kl"] > cfg.max_kl:
+            raise RuntimeError(f"iteration {it}: KL {stats['kl']:.1f} exceeds --max-kl {cfg.max_kl}; the last good "
+                               f"checkpoint is in {out}/checkpoint (raise --kl-coef or lower --lr, then --resume)")
+        kl_ctl.update(stats["kl"], cfg.rollouts)
+        seconds = time.time() - t0
+        stats.update(iteration=it + 1, seconds=seconds, rollout_seconds=t_rollout,
+                     tokens_per_s=float(batch.mask.sum()) * (1 + cfg.ppo_epochs) / seconds)
+        logger.log(**stats)
+        bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}", len=f"{stats['response_length']:.0f}")
+        done = it + 1
+        if done % cfg.save_every == 0 or done == cfg.iterations:
+            save_checkpoint(out, save_model, {
+                "optimizer": optimizer.state_dict(), "kl_controller": kl_ctl.state_dict(), "iteration": done,
+                "rng": rng_state(), "generator": generator.get_state(), "shuffle_generator": shuffle_gen.get_state(),
+                "config": asdict(cfg)})
+        debug_kill_point(done)
+    bar.close()
+
+    write_dir_atomic(out / "model", save_model)
+    logger.close()
+    if cfg.plot:
+        from minirlaif.plots import plot_metrics
+
+        plot_metrics(out / "metrics.jsonl", out / "curves.png")
+    summary = {"iterations": cfg.iterations, "final_beta": kl_ctl.value}
+    write_json_atomic(summary, out / "summary.json")
+    print(f"PPO done; policy saved to {out / 'model'}")
+    return summary
+
+
+if __name__ == "__main__":
+    from minirlaif.utils import run_main
+
+    run_main(lambda: main(parse_config(Config, __doc__.split("\n")[0])))
