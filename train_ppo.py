@@ -29,7 +29,7 @@ from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
 from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config, pick_device,
-                             rng_state, set_rng_state, set_seed, write_json_atomic)
+                             quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
 @dataclass
@@ -90,6 +90,7 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     check_writable(out)
+    quiet_transformers()
     set_seed(cfg.seed)
     ppo_cfg = PPOConfig(**{f.name: getattr(cfg, f.name) for f in fields(PPOConfig) if hasattr(cfg, f.name)})
     if math.isnan(cfg.missing_eos_penalty):

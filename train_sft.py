@@ -27,7 +27,7 @@ from minirlaif.generation import sample
 from minirlaif.policy import Seq2SeqPolicy, count_parameters
 from minirlaif.tokenizer import SentencePieceTokenizer, check_round_trip, load_tokenizer
 from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_point, field, parse_config,
-                             pick_device, rng_state, set_rng_state, set_seed, write_json_atomic)
+                             pick_device, quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
 @dataclass
@@ -84,7 +84,7 @@ def eval_loss(policy, pairs, pad_id, device, batch_size: int) -> float:
     total, count = 0.0, 0
     for batch in chunks(pairs, batch_size):
         loss, n = batch_loss(policy, batch, pad_id, device)
-        total, count = total + float(loss) * n, count + n
+        total, count = total + loss.item() * n, count + n
     policy.train()
     return total / max(count, 1)
 
@@ -109,6 +109,7 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     check_writable(out)
+    quiet_transformers()
     set_seed(cfg.seed)
     torch.set_float32_matmul_precision("high")
 
@@ -177,7 +178,7 @@ def main(cfg: Config) -> dict:
             idx = batch_indices(step * cfg.grad_accum + k, len(train_pairs), cfg.batch_size, cfg.seed)
             loss, n = batch_loss(policy, [train_pairs[i] for i in idx], tokenizer.pad_id, device)
             (loss / cfg.grad_accum).backward()
-            step_loss += float(loss) / cfg.grad_accum
+            step_loss += loss.item() / cfg.grad_accum
             tokens_seen += n
         grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
         if not math.isfinite(step_loss) or not math.isfinite(grad_norm):

@@ -60,9 +60,12 @@ class SentencePieceTokenizer(Tokenizer):
         """Train on `texts` (instructions and programs). `vocab_size` is a soft upper bound."""
         import sentencepiece as spm
 
+        texts = list(texts)
+        # Every character seen, 256 byte-fallback pieces and 5 specials must fit in the vocabulary.
+        vocab_size = max(vocab_size, len(set("".join(texts))) + 256 + 8)
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(list(texts)), model_writer=buf, vocab_size=vocab_size,
+            sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size,
             hard_vocab_limit=False, model_type="bpe", normalization_rule_name="identity",
             remove_extra_whitespaces=False, add_dummy_prefix=False, byte_fallback=True,
             character_coverage=1.0, allow_whitespace_only_pieces=True, split_digits=True,
