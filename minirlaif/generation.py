@@ -94,3 +94,39 @@ def response_logprobs(
     logits = logits / temperature
     logp = logprobs_from_logits(logits, tokens)  # (B, T)
     return logp * mask, values * mask, logits
+
+
+@torch.no_grad()
+def generate_texts(
+    policy: Seq2SeqPolicy,
+    tokenizer,
+    prompts: list[str],
+    max_prompt_len: int = 64,
+    max_new_tokens: int = 128,
+    temperature: float = 1.0,
+    greedy: bool = False,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+    progress: str | None = None,
+) -> list[str]:
+    """Decode one response text per prompt (batched; prompts sorted by length to waste less padding)."""
+    from tqdm import tqdm
+
+    from minirlaif.batching import pad_right
+
+    device = next(policy.parameters()).device
+    encoded = [tokenizer(p, max_prompt_len) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    texts: list[str] = [""] * len(prompts)
+    was_training = policy.training
+    policy.eval()
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False, dynamic_ncols=True):
+        idx = order[start : start + batch_size]
+        ids, mask = pad_right([encoded[i] for i in idx], tokenizer.pad_id, device)
+        s = sample(policy, ids, mask, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                   temperature=temperature, greedy=greedy, generator=generator)
+        for row, i in enumerate(idx):
+            texts[i] = tokenizer.decode(s.tokens[row, : int(s.mask[row].sum())].tolist())
+    policy.train(was_training)
+    return texts

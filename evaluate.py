@@ -1,0 +1,162 @@
+"""Evaluate: AST accuracy, exact API match, hallucination, ROUGE-L, CodeBLEU, executability, side by side.
+
+    python evaluate.py                          # runs/sft and runs/ppo (those that exist), built-in eval split
+    python evaluate.py --models runs/sft,runs/ppo --runs 3 --temperature 0.7
+    python evaluate.py --greedy --limit 100
+    python evaluate.py --responses ../shared/gorilla/eval-data/responses/huggingface/response_huggingface_Gorilla_FT_0_shot.jsonl \\
+                       --data ../shared/gorilla   # score existing generations, no model needed
+
+Writes OUT/summary.json (every number, with the executability mode) and OUT/<name>.examples.jsonl
+(instruction, reference, response, each metric, sandbox status and error) so failures can be read.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from minirlaif.checkpoint import model_dir
+from minirlaif.data import clean_response_text, load_api_database, load_apibench, load_responses
+from minirlaif.data.prompts import extract_program, format_prompt
+from minirlaif.data.splits import load_dataset
+from minirlaif.errors import InputError
+from minirlaif.generation import generate_texts
+from minirlaif.metrics.report import ROWS, score_responses
+from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.tokenizer import load_tokenizer
+from minirlaif.utils import (check_writable, field, parse_config, pick_device, quiet_transformers, set_seed,
+                             write_json_atomic)
+
+DEFAULT_MODELS = ("runs/sft", "runs/ppo")
+
+
+@dataclass
+class Config:
+    models: str = field("", "comma-separated run or model folders (default: runs/sft, runs/ppo that exist)")
+    responses: str = field("", "score a file of existing generations (JSONL with question_id, text) instead")
+    data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
+    eval_data: str = field("", "eval file (default: the eval split of --data)")
+    api_db: str = field("", "API database file (Gorilla folders find their own)")
+    limit: int = field(0, "evaluate only the first N eval examples (0 = all)")
+    runs: int = field(3, "sampled generations per example; mean and spread are reported")
+    greedy: bool = field(False, "greedy decoding (one run) instead of sampling")
+    temperature: float = field(0.7, "sampling temperature")
+    max_new_tokens: int = field(128, "response length limit")
+    max_prompt_len: int = field(64, "encoder tokens kept")
+    batch_size: int = field(64, "prompts per generation batch")
+    exec_mode: str = field("auto", "executability: run (sandbox), static, or auto (run for builtin data)")
+    workers: int = field(0, "sandbox worker processes (0 = one per CPU core)")
+    timeout: float = field(5.0, "seconds per program in the sandbox")
+    out: str = field("runs/eval", "folder for summary.json and per-example JSONL")
+    seed: int = field(0, "seed for sampling")
+    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+
+
+def gorilla_response_records(cfg: Config) -> tuple[list[str], list, list[dict], str]:
+    """Responses joined to their gold records by question_id - 1 (Gorilla's rule)."""
+    folder = Path(cfg.data)
+    eval_file = Path(cfg.eval_data) if cfg.eval_data else next(iter(sorted((folder / "apibench").glob("*_eval.json"))), None)
+    if eval_file is None or not eval_file.exists():
+        raise InputError("--responses needs the eval file: pass --eval-data or a Gorilla folder as --data")
+    hub = next((h for h in ("huggingface", "torchhub", "tensorflowhub") if eval_file.name.startswith(h)), "huggingface")
+    api_db = Path(cfg.api_db) if cfg.api_db else folder / "api" / f"{hub}_api.jsonl"
+    records = load_apibench(eval_file)
+    texts, joined = [], []
+    for i, row in enumerate(load_responses(cfg.responses)):
+        qid = row.get("question_id")
+        if not isinstance(qid, int) or not 1 <= qid <= len(records):
+            raise InputError(f"{cfg.responses}:{i + 1}: field 'question_id': {qid!r} is not a line of {eval_file} "
+                             f"(1..{len(records)}); is this the response file for that eval set?")
+        texts.append(row.get("text") or "")
+        joined.append(records[qid - 1])
+    return texts, joined, load_api_database(api_db), hub
+
+
+def fmt(values: list[float]) -> str:
+    if any(v != v for v in values):  # nan
+        return "n/a"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.pstdev(values):.1f}"
+
+
+def print_table(results: dict[str, list[dict]], exec_mode: str) -> str:
+    names = list(results)
+    width = max(32, *(len(label) + 2 for _, label in ROWS))
+    cols = [max(14, len(n) + 2) for n in names]
+    lines = ["metric (%)".ljust(width) + "".join(n.rjust(c) for n, c in zip(names, cols))]
+    for key, label in ROWS:
+        label = f"{label} [{exec_mode}]" if key == "executability" else label
+        lines.append(label.ljust(width) + "".join(fmt([r[key] for r in results[n]]).rjust(c)
+                                                  for n, c in zip(names, cols)))
+    table = "\n".join(lines)
+    print(table)
+    return table
+
+
+def main(cfg: Config) -> dict:
+    out = Path(cfg.out)
+    check_writable(out)
+    quiet_transformers()
+    results: dict[str, list[dict]] = {}
+    if cfg.responses:
+        texts, records, api_db, hub = gorilla_response_records(cfg)
+        exec_mode = "static" if cfg.exec_mode == "auto" else cfg.exec_mode
+        if cfg.limit:
+            texts, records = texts[: cfg.limit], records[: cfg.limit]
+        programs = [extract_program(clean_response_text(t)) for t in texts]
+        summary, rows = score_responses(texts, programs, records, api_db, hub, exec_mode,
+                                        cfg.workers or None, cfg.timeout)
+        name = Path(cfg.responses).stem
+        results[name] = [summary]
+        write_jsonl(rows, out / f"{name}.examples.jsonl")
+    else:
+        data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
+        records = data.eval[: cfg.limit] if cfg.limit else data.eval
+        exec_mode = ("run" if data.hub == "builtin" else "static") if cfg.exec_mode == "auto" else cfg.exec_mode
+        device = pick_device(cfg.device)
+        models = [m for m in cfg.models.split(",") if m] or [m for m in DEFAULT_MODELS if Path(m, "model").exists()]
+        if not models:
+            raise InputError("no model to evaluate: train one (python train_sft.py) or pass --models / --responses")
+        runs = 1 if cfg.greedy else cfg.runs
+        for m in models:
+            path = model_dir(m)
+            name = Path(m).name if Path(m).name != "model" else Path(m).parent.name
+            policy = Seq2SeqPolicy.from_pretrained(path).to(device).eval()
+            tokenizer = load_tokenizer(path)
+            results[name] = []
+            for run in range(runs):
+                set_seed(cfg.seed + run)
+                generator = torch.Generator(device=device).manual_seed(cfg.seed + run)
+                texts = generate_texts(policy, tokenizer, [format_prompt(r) for r in records], cfg.max_prompt_len,
+                                       cfg.max_new_tokens, cfg.temperature, cfg.greedy, cfg.batch_size, generator,
+                                       progress=f"{name} run {run + 1}/{runs}")
+                programs = [extract_program(t) for t in texts]
+                summary, rows = score_responses(texts, programs, records, data.api_database, data.hub, exec_mode,
+                                                cfg.workers or None, cfg.timeout)
+                results[name].append(summary)
+                if run == 0:
+                    write_jsonl(rows, out / f"{name}.examples.jsonl")
+    table = print_table(results, exec_mode)
+    report = {"config": asdict(cfg), "exec_mode": exec_mode, "results": results, "table": table}
+    write_json_atomic(report, out / "summary.json")
+    return report
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    from minirlaif.utils import run_main
+
+    run_main(lambda: main(parse_config(Config, __doc__.split("\n")[0])))

@@ -1,0 +1,62 @@
+"""All metrics for one set of responses at once: the numbers of one column of evaluate.py's table."""
+
+from __future__ import annotations
+
+from statistics import mean
+
+from minirlaif.metrics.ast_match import ast_match, api_index
+from minirlaif.metrics.codebleu import codebleu
+from minirlaif.metrics.executability import executability
+from minirlaif.metrics.rouge import rouge_l
+
+# Table rows, in order: (key in the summary, label)
+ROWS = [
+    ("ast_accuracy", "AST accuracy (Gorilla: domain)"),
+    ("exact_api", "exact API match"),
+    ("args_match", "API + arguments match"),
+    ("hallucination", "hallucination"),
+    ("rouge_l", "ROUGE-L (code tokens)"),
+    ("codebleu", "CodeBLEU (package-compatible)"),
+    ("codebleu_strict", "CodeBLEU (strict)"),
+    ("ngram_match", "  BLEU-4"),
+    ("weighted_ngram_match", "  weighted n-gram"),
+    ("syntax_match", "  syntax match"),
+    ("dataflow_match", "  dataflow match"),
+    ("executability", "executability rate"),
+]
+
+
+def score_responses(responses: list[str], programs: list[str], records: list, api_database: list[dict],
+                    hub: str, exec_mode: str = "run", workers: int | None = None,
+                    timeout_s: float = 5.0) -> tuple[dict, list[dict]]:
+    """(summary, per-example rows). AST matching reads `responses` (raw text, as Gorilla does);
+    ROUGE-L, CodeBLEU and executability read `programs`. Examples without a reference program count
+    for AST and executability but not for ROUGE-L / CodeBLEU."""
+    index = api_index(api_database, hub)
+    matches = [ast_match(r, rec, index, hub) for r, rec in zip(responses, records)]
+    with_ref = [i for i, rec in enumerate(records) if rec.code.strip()]
+    rouges = {i: rouge_l(records[i].code, programs[i]) for i in with_ref}
+    cb = codebleu([records[i].code for i in with_ref], [programs[i] for i in with_ref]) if with_ref else {}
+    runs = executability(programs, exec_mode, api_database, hub, workers=workers, timeout_s=timeout_s)
+    n = max(len(responses), 1)
+    summary = {
+        "n": len(responses),
+        "ast_accuracy": sum(m.correct for m in matches) / n,
+        "exact_api": sum(m.exact_api for m in matches) / n,
+        "args_match": sum(m.args_match for m in matches) / n,
+        "hallucination": sum(m.hallucination for m in matches) / n,
+        "rouge_l": mean(rouges.values()) if rouges else float("nan"),
+        **{k: cb.get(k, float("nan")) for k in ("codebleu", "codebleu_strict", "ngram_match",
+                                               "weighted_ngram_match", "syntax_match", "dataflow_match")},
+        "executability": sum(r["ok"] for r in runs) / n,
+        "exec_mode": exec_mode,
+    }
+    rows = []
+    for i, (rec, resp, prog, m, run) in enumerate(zip(records, responses, programs, matches, runs)):
+        rows.append({
+            "source": rec.source, "line": rec.line, "instruction": rec.instruction, "reference": rec.code,
+            "response": resp, "program": prog, "ast_correct": m.correct, "exact_api": m.exact_api,
+            "hallucination": m.hallucination, "matched_api": (m.matched or {}).get("api_name"),
+            "rouge_l": rouges.get(i), "executable": run["ok"], "status": run["status"], "error": run["error"],
+        })
+    return summary, rows

@@ -1,0 +1,296 @@
+"""Step 2: AI feedback -> preference pairs -> Bradley-Terry reward model.
+
+    1. sample k programs per training instruction from the SFT policy        -> OUT/samples.jsonl
+    2. a judge answers 8 yes/no questions about each; score = weighted P(good) -> OUT/scored.jsonl
+       (every answer cached in OUT/feedback/cache.jsonl as it arrives)
+    3. pairs (chosen, rejected) whose score gap exceeds --margin             -> OUT/pairs.jsonl
+    4. reward model = SFT backbone + scalar head at EOS, trained with
+       loss = mean over pairs of -log sigmoid(r(x, y_chosen) - r(x, y_rejected))
+    5. normalise: reward = gain * raw + bias, mean 0 / std 1 on the training responses
+
+    python train_rm.py                                   # analyzer judge (offline), built-in data
+    python train_rm.py --judge openai --judge-model gpt-3.5-turbo          # key from OPENAI_API_KEY
+    python train_rm.py --judge openai --judge-base-url http://127.0.0.1:8000/v1 --judge-model my-llm
+    python train_rm.py --resume                          # every stage picks up where it stopped
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from minirlaif.batching import pad_right
+from minirlaif.checkpoint import load_checkpoint, model_dir, save_checkpoint, write_dir_atomic
+from minirlaif.data.prompts import extract_program, format_prompt
+from minirlaif.data.splits import load_dataset, with_code
+from minirlaif.errors import InputError
+from minirlaif.feedback import (FeedbackCache, Item, ScoredSample, build_pairs, label, make_judge, score_stats,
+                                write_pairs, write_scored_samples)
+from minirlaif.generation import generate_texts
+from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
+from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.reward_model import RewardModel
+from minirlaif.tokenizer import load_tokenizer
+from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config, pick_device,
+                             quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
+
+
+@dataclass
+class Config:
+    sft: str = field("runs/sft", "SFT run folder (or model folder): the sampler and the RM's initialisation")
+    out: str = field("runs/rm", "run folder: samples, feedback cache, pairs, model/")
+    data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
+    eval_data: str = field("", "separate eval file (unused here)")
+    api_db: str = field("", "API database for --data files")
+    prompts: int = field(1000, "training instructions to sample for (0 = all)")
+    k: int = field(4, "programs sampled per instruction")
+    temperature: float = field(1.0, "sampling temperature for the k programs")
+    max_new_tokens: int = field(128, "response length limit")
+    max_prompt_len: int = field(64, "encoder tokens kept")
+    judge: str = field("analyzer", "judge backend: analyzer (offline program analysis), openai, hf",
+                       choices=["analyzer", "openai", "hf"])
+    judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
+    judge_base_url: str = field("", "OpenAI-compatible server URL (default: OpenAI; e.g. vLLM, llama.cpp, Ollama)")
+    judge_workers: int = field(8, "concurrent judge questions")
+    margin: float = field(0.1, "minimum score gap for a preference pair")
+    pair_strategy: str = field("all", "best_worst (one pair per prompt) or all (every pair over the margin)",
+                               choices=["best_worst", "all"])
+    heldout_fraction: float = field(0.1, "prompts held out to measure pair accuracy and correlation")
+    rm_loss: str = field("bt", "bt (Bradley-Terry on pairs) or bce (pointwise: score >= --bce-threshold)",
+                         choices=["bt", "bce"])
+    bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)")
+    epochs: int = field(2, "passes over the training pairs")
+    batch_size: int = field(32, "pairs (or samples, bce mode) per step")
+    lr: float = field(3e-4, "learning rate (AdamW, linear decay to 0)")
+    save_every: int = field(50, "steps between resumable checkpoints")
+    seed: int = field(0, "seed for prompt choice, sampling, split and batch order")
+    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    resume: bool = field(False, "continue every stage from what OUT already holds")
+
+
+# ---- stage 1: sampling ------------------------------------------------------------------------------
+def read_jsonl_complete(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a truncated last line (a kill mid-write) is dropped, not trusted."""
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break
+            rows.append(json.loads(line))
+    return rows
+
+
+def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
+    """k samples per record, written chunk by chunk so a killed run keeps what it finished."""
+    path = out / "samples.jsonl"
+    done = read_jsonl_complete(path) if cfg.resume else []
+    counts = Counter(r["index"] for r in done)
+    n_done = 0  # records 0..n_done-1 have all k samples on disk
+    while counts.get(n_done, 0) == cfg.k:
+        n_done += 1
+    done = [r for r in done if r["index"] < n_done]
+    with open(path, "w", encoding="utf-8") as f:  # rewrite what is complete, drop a torn tail
+        f.writelines(json.dumps(r) + "\n" for r in done)
+    if n_done == len(records):
+        return done
+    sft = model_dir(cfg.sft)
+    policy = Seq2SeqPolicy.from_pretrained(sft).to(device).eval()
+    tokenizer = load_tokenizer(sft)
+    chunk = 64
+    bar = tqdm(total=len(records), initial=n_done, desc="sampling", unit="prompt", dynamic_ncols=True)
+    rows = list(done)
+    for start in range(n_done - n_done % chunk, len(records), chunk):
+        part = records[start : start + chunk]
+        # Seeded per chunk: a resumed run samples exactly what an uninterrupted one would.
+        generator = torch.Generator(device=device).manual_seed(cfg.seed * 100003 + start)
+        prompts = [format_prompt(r) for r in part for _ in range(cfg.k)]
+        texts = generate_texts(policy, tokenizer, prompts, cfg.max_prompt_len, cfg.max_new_tokens,
+                               cfg.temperature, batch_size=64, generator=generator)
+        new = [{"index": start + i // cfg.k, "prompt": prompts[i], "response": t} for i, t in enumerate(texts)
+               if start + i // cfg.k >= n_done]
+        with open(path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in new)
+            f.flush()
+        rows.extend(new)
+        bar.update(len(part) - max(0, n_done - start))
+    bar.close()
+    return rows
+
+
+# ---- stage 4: reward model --------------------------------------------------------------------------
+def encode_batch(tokenizer, prompts: list[str], responses: list[str], cfg: Config, device):
+    src, src_mask = pad_right([tokenizer(p, cfg.max_prompt_len) for p in prompts], tokenizer.pad_id, device)
+    # A response is scored with its EOS, as the policy emits it.
+    tgt, tgt_mask = pad_right([tokenizer(r, cfg.max_new_tokens) for r in responses], tokenizer.pad_id, device)
+    return src, src_mask, tgt, tgt_mask
+
+
+def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, raw=False, batch=64) -> torch.Tensor:
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(prompts), batch):
+            args = encode_batch(tokenizer, prompts[s : s + batch], responses[s : s + batch], cfg, device)
+            out.append(model.raw_reward(*args) if raw else model(*args))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+
+
+def main(cfg: Config) -> dict:
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    check_writable(out)
+    quiet_transformers()
+    set_seed(cfg.seed)
+    write_json_atomic(asdict(cfg), out / "config.json")
+
+    # ---- data: which instructions, and which are held out ----
+    data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
+    records = with_code(data.train, "reward-model sampling")
+    random.Random(cfg.seed).shuffle(records)
+    records = records[: cfg.prompts] if cfg.prompts else records
+
+    # ---- 1. sample ----
+    t0 = time.time()
+    rows = sample_stage(cfg, records, out, device)
+    print(f"sampled {len(rows)} programs for {len(records)} instructions ({time.time() - t0:.0f}s)")
+
+    # ---- 2. judge (cached answer by answer) ----
+    if cfg.judge == "analyzer":
+        judge = make_judge("analyzer", api_database=data.api_database, hub=data.hub)
+    elif cfg.judge == "openai":
+        judge = make_judge("openai", model=cfg.judge_model, base_url=cfg.judge_base_url or None,
+                           max_workers=cfg.judge_workers)
+    else:
+        judge = make_judge("hf", path=cfg.judge_model, device=str(device))
+    items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
+                  records[r["index"]]) for r in rows]
+    if hasattr(judge, "prepare"):
+        judge.prepare([it.program for it in items])  # the analyzer runs all programs in parallel first
+    with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
+        feedbacks = label(judge, items, cache=cache, workers=cfg.judge_workers)
+    samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
+               for r, fb in zip(rows, feedbacks)]
+    write_scored_samples(samples, out / "scored.jsonl")
+
+    # ---- 3. pairs, split by prompt ----
+    prompts = sorted({s.prompt for s in samples})
+    random.Random(cfg.seed + 1).shuffle(prompts)
+    heldout = set(prompts[: max(1, int(len(prompts) * cfg.heldout_fraction))])
+    train_samples = [s for s in samples if s.prompt not in heldout]
+    test_samples = [s for s in samples if s.prompt in heldout]
+    train_pairs = build_pairs(train_samples, cfg.margin, cfg.pair_strategy)
+    test_pairs = build_pairs(test_samples, cfg.margin, "all")
+    write_pairs(train_pairs, out / "pairs.jsonl")
+    write_pairs(test_pairs, out / "heldout_pairs.jsonl")
+    stats = score_stats(samples, cfg.margin)
+    print(f"judge scores: {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))})}")
+    print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
+    if cfg.rm_loss == "bt" and not train_pairs:
+        raise InputError("no preference pairs: every sample scored alike; lower --margin, raise --k or --temperature")
+
+    # ---- 4. train the reward model ----
+    sft = model_dir(cfg.sft)
+    tokenizer = load_tokenizer(sft)
+    checkpoint = load_checkpoint(out) if cfg.resume else None
+    model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft).to(device).train()
+    if cfg.rm_loss == "bt":
+        examples = [(p.prompt, p.chosen, p.rejected) for p in train_pairs]
+    else:
+        examples = [(s.prompt, s.response, float(s.score >= cfg.bce_threshold)) for s in train_samples]
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    total_steps = max(1, cfg.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
+    start = 0
+    if checkpoint is not None:
+        state = checkpoint[1]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+        print(f"resumed reward-model training at step {start}")
+    logger = JsonlLogger(out / "metrics.jsonl")
+
+    def save_model(directory: Path) -> None:
+        model.save_pretrained(directory)
+        tokenizer.save(directory)
+
+    bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=f"reward model ({cfg.rm_loss})",
+               dynamic_ncols=True)
+    for step in bar:
+        epoch, pos = divmod(step, steps_per_epoch)
+        perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
+        batch = [examples[i] for i in perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
+        if cfg.rm_loss == "bt":
+            # chosen and rejected in one forward pass: rows [0, n) chosen, [n, 2n) rejected
+            r = model.raw_reward(*encode_batch(tokenizer, [b[0] for b in batch] * 2,
+                                               [b[1] for b in batch] + [b[2] for b in batch], cfg, device))
+            chosen, rejected = r[: len(batch)], r[len(batch):]
+            loss = bradley_terry_loss(chosen, rejected)
+            acc = float(bradley_terry_accuracy(chosen, rejected))
+        else:
+            r = model.raw_reward(*encode_batch(tokenizer, [b[0] for b in batch], [b[1] for b in batch], cfg, device))
+            labels = torch.tensor([b[2] for b in batch], device=device)
+            loss = pointwise_bce_loss(r, labels)
+            acc = float(((r > 0).float() == labels).float().mean())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"step {step}: reward-model loss is {loss.item()}; last good checkpoint in {out}/checkpoint")
+        logger.log(step=step + 1, loss=loss.item(), accuracy=acc, lr=scheduler.get_last_lr()[0])
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+        if (step + 1) % cfg.save_every == 0:
+            save_checkpoint(out, save_model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                              "step": step + 1, "rng": rng_state(), "config": asdict(cfg)})
+        debug_kill_point(step + 1)
+    bar.close()
+    model.eval()
+
+    # ---- 5. normalise on the training responses, 6. measure on held-out prompts ----
+    raw_train = rewards_of(model, tokenizer, [s.prompt for s in train_samples], [s.response for s in train_samples],
+                           cfg, device, raw=True)
+    model.fit_normalisation(raw_train)
+    heldout_acc = float("nan")
+    if test_pairs:
+        rc = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.chosen for p in test_pairs], cfg, device)
+        rr = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.rejected for p in test_pairs], cfg, device)
+        heldout_acc = float(bradley_terry_accuracy(rc, rr))
+    test_rewards = rewards_of(model, tokenizer, [s.prompt for s in test_samples], [s.response for s in test_samples],
+                              cfg, device)
+    corr = pearson(test_rewards.tolist(), [s.score for s in test_samples])
+    write_dir_atomic(out / "model", save_model)
+    summary = {"heldout_pair_accuracy": heldout_acc, "heldout_pearson_reward_vs_judge": corr,
+               "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs), "samples": len(samples),
+               "judge": judge.name, "score_stats": stats, "rm_loss": cfg.rm_loss,
+               "seconds": round(time.time() - t0, 1)}
+    write_json_atomic(summary, out / "summary.json")
+    logger.close()
+    print(f"reward model: held-out pair accuracy {heldout_acc:.3f}, Pearson(reward, judge score) {corr:.3f} "
+          f"on {len(test_samples)} held-out samples; saved to {out / 'model'}")
+    return summary
+
+
+if __name__ == "__main__":
+    from minirlaif.utils import run_main
+
+    run_main(lambda: main(parse_config(Config, __doc__.split("\n")[0])))
