@@ -128,7 +128,7 @@ def main(cfg: Config) -> dict:
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
     prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in with_code(data.train)]
     logger = JsonlLogger(out / "metrics.jsonl")
-    write_json_atomic(asdict(cfg), out / "config.json")
+    write_json_atomic(asdict(cfg), out / "args.json")
     print(f"PPO: {len(prompts)} prompts, {cfg.iterations} iterations x {cfg.rollouts} rollouts on {device}")
 
     def save_model(directory: Path) -> None:

@@ -158,7 +158,7 @@ def main(cfg: Config) -> dict:
     check_writable(out)
     quiet_transformers()
     set_seed(cfg.seed)
-    write_json_atomic(asdict(cfg), out / "config.json")
+    write_json_atomic(asdict(cfg), out / "args.json")
 
     # ---- data: which instructions, and which are held out ----
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)

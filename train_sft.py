@@ -160,7 +160,7 @@ def main(cfg: Config) -> dict:
     elif out.joinpath("metrics.jsonl").exists():
         out.joinpath("metrics.jsonl").unlink()  # a fresh run starts a fresh log
     logger = JsonlLogger(out / "metrics.jsonl")
-    write_json_atomic(asdict(cfg), out / "config.json")
+    write_json_atomic(asdict(cfg), out / "args.json")
     print(f"SFT: {len(train_pairs)} train / {len(eval_pairs)} eval examples, {count_parameters(policy):,} "
           f"parameters, vocab {tokenizer.vocab_size}, {total_steps} steps on {device}")
 

@@ -57,9 +57,11 @@ def resolve(target: str | Path) -> Path | None:
 def model_dir(run_or_model: str | Path) -> Path:
     """`runs/sft` -> `runs/sft/model`; a folder that already is a model is returned as is."""
     path = Path(run_or_model)
+    found = resolve(path / MODEL_DIR)
+    if found is not None:
+        return found
     if (path / "config.json").exists():
         return path
-    found = resolve(path / MODEL_DIR)
     if found is None:
         raise InputError(f"{path}: no model found (expected {path / MODEL_DIR}/config.json); "
                          "run the previous stage first or pass the right folder")

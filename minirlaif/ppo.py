@@ -110,7 +110,7 @@ def update(policy: Seq2SeqPolicy, optimizer: torch.optim.Optimizer, batch: Rollo
             step_stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy, "grad_norm": grad_norm,
                           **pg_stats, **vf_stats}
             for k, v in step_stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
             n_updates += 1
     return {k: v / max(n_updates, 1) for k, v in sums.items()}
 

@@ -1,0 +1,122 @@
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minirlaif.generation import response_logprobs
+from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
+from minirlaif.reward_model import RewardModel
+from tiny_data import write_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def models(seed=0):
+    torch.manual_seed(seed)
+    policy = Seq2SeqPolicy.from_preset("tiny", vocab_size=200, pad_id=0, eos_id=1).eval()
+    ref = copy.deepcopy(policy).requires_grad_(False)
+    rm = RewardModel(copy.deepcopy(policy.backbone)).eval().requires_grad_(False)
+    return policy, ref, rm
+
+
+def prompts(b=8, s=10):
+    ids = torch.randint(3, 200, (b, s), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    ids[0, 6:], mask[0, 6:] = 0, 0
+    return ids, mask
+
+
+def test_one_iteration_changes_weights_and_kl_starts_at_zero():
+    policy, ref, rm = models()
+    ids, mask = prompts()
+    cfg = PPOConfig(max_new_tokens=12, ppo_epochs=2, minibatch_size=4)
+    batch = rollout(policy, ref, rm, ids, mask, beta=0.1, cfg=cfg, eos_id=1, pad_id=0,
+                    generator=torch.Generator().manual_seed(0))
+    assert batch.kl.abs().max() < 1e-4  # policy == reference at step 0
+    assert torch.all(batch.mask[:, 0] == 1)  # the first generated token is a response token
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    stats = update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-3), batch, cfg, torch.Generator().manual_seed(0))
+    stats.update(rollout_stats(batch, 0.1))
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in stats.items() if k != "explained_variance")
+    changed = [k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("value_head") for k in changed) and any(k.startswith("backbone") for k in changed)
+    # after the update the policy has moved away from the reference
+    logp, _, _ = response_logprobs(policy, ids, mask, batch.tokens, batch.mask, cfg.temperature)
+    assert (logp - batch.ref_logprobs).abs().max() > 1e-4
+
+
+def test_first_response_token_gets_gradient():
+    policy, ref, rm = models(1)
+    ids, mask = prompts(4)
+    cfg = PPOConfig(max_new_tokens=8)
+    batch = rollout(policy, ref, rm, ids, mask, 0.1, cfg, 1, 0, torch.Generator().manual_seed(1))
+    logits, _ = policy(ids, mask, policy.decoder_inputs(batch.tokens))
+    logits.retain_grad()
+    from minirlaif.losses import logprobs_from_logits, ppo_policy_loss
+
+    logp = logprobs_from_logits(logits, batch.tokens)
+    loss, _ = ppo_policy_loss(logp, batch.logprobs, batch.advantages, batch.mask, 0.2)
+    loss.backward()
+    assert logits.grad[:, 0].abs().sum() > 0  # TRL's old seq2seq PPO masked this position out
+
+
+def test_eos_penalty_replaces_score_of_unfinished():
+    policy, ref, rm = models(2)
+    ids, mask = prompts(6)
+    cfg = PPOConfig(max_new_tokens=3, missing_eos_penalty=-7.0)  # 3 tokens: most responses are cut
+    batch = rollout(policy, ref, rm, ids, mask, 0.0, cfg, 1, 0, torch.Generator().manual_seed(0))
+    assert (~batch.finished).any()
+    assert torch.all(batch.scores[~batch.finished] == -7.0)
+    assert torch.equal(batch.scores[batch.finished], batch.rm_scores[batch.finished])
+
+
+@pytest.fixture(scope="module")
+def sft_and_rm(tmp_path_factory):
+    import train_sft
+
+    base = tmp_path_factory.mktemp("ppo")
+    tiny = write_tiny(base / "data")
+    args = ["--data", str(tiny["train"]), "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]),
+            "--out", str(base / "sft"), "--batch-size", "8", "--vocab-size", "300", "--samples", "0",
+            "--max-steps", "30", "--device", "cpu"]
+    train_sft.main(train_sft.parse_config(train_sft.Config, "", args))
+    rm = RewardModel.from_pretrained(base / "sft" / "model")
+    rm.save_pretrained(base / "rm" / "model")
+    return base, tiny
+
+
+def run_ppo(base, tiny, out, *extra, env=None):
+    args = [sys.executable, str(ROOT / "train_ppo.py"), "--sft", str(base / "sft"), "--rm", str(base / "rm"),
+            "--data", str(tiny["train"]), "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]),
+            "--out", str(out), "--iterations", "4", "--rollouts", "8", "--minibatch-size", "4", "--ppo-epochs", "2",
+            "--max-new-tokens", "24", "--save-every", "1", "--device", "cpu", *extra]
+    return subprocess.run(args, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_train_ppo_kill_and_resume_equals_uninterrupted(sft_and_rm, tmp_path):
+    base, tiny = sft_and_rm
+    full = run_ppo(base, tiny, tmp_path / "full", "--plot")
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
+    killed = run_ppo(base, tiny, tmp_path / "k", env={"MINIRLAIF_KILL_AT_STEP": "2"})
+    assert killed.returncode == -9
+    resumed = run_ppo(base, tiny, tmp_path / "k", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "iteration 2" in resumed.stdout
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "k" / "model" / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    va = load_file(str(tmp_path / "full" / "model" / "value_head.safetensors"))
+    vb = load_file(str(tmp_path / "k" / "model" / "value_head.safetensors"))
+    assert all(torch.equal(va[k], vb[k]) for k in va)
+    # the sft weights are not what PPO saved: it trained
+    s = load_file(str(base / "sft" / "model" / "model.safetensors"))
+    assert any(not torch.equal(s[k], a[k]) for k in a)
