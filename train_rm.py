@@ -181,8 +181,6 @@ def main(cfg: Config) -> dict:
         judge = make_judge("hf", path=cfg.judge_model, device=str(device))
     items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
                   records[r["index"]]) for r in rows]
-    if hasattr(judge, "prepare"):
-        judge.prepare([it.program for it in items])  # the analyzer runs all programs in parallel first
     with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
         feedbacks = label(judge, items, cache=cache, workers=cfg.judge_workers)
     samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
