@@ -60,6 +60,8 @@ class Config:
     judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
     judge_base_url: str = field("", "OpenAI-compatible server URL (default: OpenAI; e.g. vLLM, llama.cpp, Ollama)")
     judge_workers: int = field(8, "concurrent judge questions")
+    weights: str = field("api_fits=2,api_args=2", "question weights, id=w comma-separated ('' = all equal); "
+                         "see README: equal weights let a wrong API that runs outscore the right API that crashes")
     margin: float = field(0.1, "minimum score gap for a preference pair")
     pair_strategy: str = field("all", "best_worst (one pair per prompt) or all (every pair over the margin)",
                                choices=["best_worst", "all"])
@@ -67,9 +69,9 @@ class Config:
     rm_loss: str = field("bt", "bt (Bradley-Terry on pairs) or bce (pointwise: score >= --bce-threshold)",
                          choices=["bt", "bce"])
     bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)")
-    epochs: int = field(2, "passes over the training pairs")
+    epochs: int = field(6, "passes over the training pairs")
     batch_size: int = field(32, "pairs (or samples, bce mode) per step")
-    lr: float = field(3e-4, "learning rate (AdamW, linear decay to 0)")
+    lr: float = field(1e-3, "learning rate (AdamW, linear decay to 0)")
     save_every: int = field(50, "steps between resumable checkpoints")
     seed: int = field(0, "seed for prompt choice, sampling, split and batch order")
     device: str = field("auto", "auto, cpu, cuda, cuda:N")
@@ -142,6 +144,20 @@ def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, r
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def parse_weights(text: str) -> dict[str, float]:
+    """'api_fits=2,api_args=2' -> {'api_fits': 2.0, 'api_args': 2.0} (unnamed questions keep weight 1)."""
+    from minirlaif.feedback import QUESTIONS
+
+    known = {q.id for q in QUESTIONS}
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in known or not value:
+            raise InputError(f"--weights {text!r}: '{part}' is not question_id=weight (ids: {sorted(known)})")
+        weights[name] = float(value)
+    return weights
+
+
 def pearson(x: list[float], y: list[float]) -> float:
     n = len(x)
     if n < 2:
@@ -182,7 +198,7 @@ def main(cfg: Config) -> dict:
     items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
                   records[r["index"]]) for r in rows]
     with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
-        feedbacks = label(judge, items, cache=cache, workers=cfg.judge_workers)
+        feedbacks = label(judge, items, weights=parse_weights(cfg.weights), cache=cache, workers=cfg.judge_workers)
     samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
                for r, fb in zip(rows, feedbacks)]
     write_scored_samples(samples, out / "scored.jsonl")

@@ -78,6 +78,7 @@ PRELOAD: tuple[str, ...] = (
     "heapq", "bisect", "copy", "statistics", "fractions", "decimal", "csv", "io", "hashlib", "base64",
     "struct", "pathlib", "glob", "shutil", "tempfile", "subprocess", "argparse", "pprint", "uuid",
     "logging", "contextlib", "inspect", "socket", "urllib.request", "urllib.parse", "http.client",
+    "html", "fnmatch", "difflib", "binascii", "zlib", "posixpath",  # the rest of the built-in benchmark
 )
 MAX_OUTPUT_BYTES = 10_000  # per stream; head (4/5) + tail (1/5) kept, a marker says how much was cut
 MAX_FILE_MB = 16           # RLIMIT_FSIZE: largest file a program may write

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -75,9 +76,11 @@ def _sha(*parts: object) -> str:
 def _compiles(code: str) -> str:
     """"" when `code` compiles, else the error."""
     try:
-        compile(code, "<program>", "exec")
+        with warnings.catch_warnings():  # SyntaxWarnings about model-written code are not ours to print
+            warnings.simplefilter("ignore")
+            compile(code, "<program>", "exec")
         return ""
-    except (SyntaxError, ValueError) as e:  # ValueError: NUL bytes in the source
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as e:  # ValueError: NUL bytes
         return f"{type(e).__name__}: {e}"
 
 
