@@ -22,6 +22,7 @@ from minirlaif.losses import (entropy_from_logits, explained_variance, gae, kl_p
                               masked_whiten, ppo_policy_loss, ppo_value_loss, sequence_kl)
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.reward_model import RewardModel
+from minirlaif.utils import autocast
 
 
 @dataclass
@@ -65,10 +66,11 @@ def rollout(policy: Seq2SeqPolicy, ref_policy: Seq2SeqPolicy, reward_model: Rewa
             prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, beta: float, cfg: PPOConfig,
             eos_id: int, pad_id: int, generator: torch.Generator | None = None) -> Rollout:
     """Sample one response per prompt and turn it into per-token rewards, advantages and returns."""
-    s = sample(policy, prompt_ids, prompt_mask, cfg.max_new_tokens, eos_id, pad_id,
-               temperature=cfg.temperature, generator=generator)
-    ref_logprobs, _, _ = response_logprobs(ref_policy, prompt_ids, prompt_mask, s.tokens, s.mask, cfg.temperature)
-    rm_scores = reward_model(prompt_ids, prompt_mask, s.tokens, s.mask)  # (B,)
+    with autocast(prompt_ids.device):
+        s = sample(policy, prompt_ids, prompt_mask, cfg.max_new_tokens, eos_id, pad_id,
+                   temperature=cfg.temperature, generator=generator)
+        ref_logprobs, _, _ = response_logprobs(ref_policy, prompt_ids, prompt_mask, s.tokens, s.mask, cfg.temperature)
+        rm_scores = reward_model(prompt_ids, prompt_mask, s.tokens, s.mask).float()  # (B,)
     scores = rm_scores.clone()
     if cfg.missing_eos_penalty is not None:
         scores = torch.where(s.finished, scores, torch.full_like(scores, cfg.missing_eos_penalty))
@@ -95,13 +97,15 @@ def update(policy: Seq2SeqPolicy, optimizer: torch.optim.Optimizer, batch: Rollo
             mask = batch.mask[idx]
             width = int(mask.sum(1).max())  # drop columns that are padding for every row
             mask, tokens = mask[:, :width], batch.tokens[idx, :width]
-            logprobs, values, logits = response_logprobs(
-                policy, batch.prompt_ids[idx], batch.prompt_mask[idx], tokens, mask, cfg.temperature)
+            with autocast(tokens.device):  # bf16 on CUDA, plain fp32 on CPU
+                logprobs, values, logits = response_logprobs(
+                    policy, batch.prompt_ids[idx], batch.prompt_mask[idx], tokens, mask, cfg.temperature)
             pg_loss, pg_stats = ppo_policy_loss(logprobs, batch.logprobs[idx, :width],
                                                 batch.advantages[idx, :width], mask, cfg.clip_eps)
             vf_loss, vf_stats = ppo_value_loss(values, batch.values[idx, :width], batch.returns[idx, :width],
                                                mask, cfg.value_clip_eps)
-            entropy = masked_mean(entropy_from_logits(logits), mask)
+            with torch.set_grad_enabled(cfg.ent_coef != 0):  # only a statistic unless it is in the loss
+                entropy = masked_mean(entropy_from_logits(logits), mask)
             loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

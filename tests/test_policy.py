@@ -72,3 +72,14 @@ def test_greedy_matches_transformers_generate():
     for row in range(2):
         n = int(s.mask[row].sum())
         assert s.tokens[row, :n].tolist() == ref[row, 1 : n + 1].tolist()  # ref starts with the start token
+
+
+def test_inverse_cdf_sampler_matches_the_distribution():
+    from minirlaif.generation import sample_from
+
+    probs = torch.tensor([0.5, 0.0, 0.2, 0.3])
+    logp = probs.log().expand(200_000, 4)
+    draws = sample_from(logp, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).double() / draws.numel()
+    assert freq[1] == 0  # a zero-probability token is never drawn
+    torch.testing.assert_close(freq, probs.double(), atol=4e-3, rtol=0)  # ~4 standard errors
