@@ -19,10 +19,10 @@ import torch
 from tqdm import tqdm
 
 from minirlaif.batching import pad_right
-from minirlaif.checkpoint import load_checkpoint, model_dir, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import load_checkpoint, model_dir, resume_hint, save_checkpoint, write_dir_atomic
 from minirlaif.data.prompts import format_prompt
 from minirlaif.data.splits import load_dataset, with_code
-from minirlaif.errors import InputError
+from minirlaif.errors import InputError, RunStopped
 from minirlaif.losses import AdaptiveKLController, FixedKLController
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
@@ -44,11 +44,11 @@ class Config:
     rollouts: int = field(64, "responses sampled per iteration (the PPO batch)")
     minibatch_size: int = field(16, "sequences per gradient step")
     ppo_epochs: int = field(4, "passes over each batch")
-    lr: float = field(5e-5, "learning rate (AdamW, constant)")
+    lr: float = field(1e-4, "learning rate (AdamW, constant)")
     temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)")
     max_new_tokens: int = field(128, "response length limit")
     max_prompt_len: int = field(64, "encoder tokens kept")
-    kl_coef: float = field(0.05, "initial KL coefficient beta")
+    kl_coef: float = field(0.5, "initial KL coefficient beta")
     adaptive_kl: bool = field(False, "adapt beta towards --kl-target (Ziegler et al.)")
     kl_target: float = field(6.0, "target per-sequence KL for the adaptive controller")
     kl_horizon: float = field(10000, "horizon of the adaptive controller")
@@ -116,7 +116,17 @@ def main(cfg: Config) -> dict:
     if checkpoint is not None:
         state = checkpoint[1]
         optimizer.load_state_dict(state["optimizer"])
-        kl_ctl.load_state_dict(state["kl_controller"])
+        if optimizer.param_groups[0]["lr"] != cfg.lr:  # resumed with another --lr (e.g. after non-finite stats)
+            print(f"--lr {cfg.lr} replaces the checkpoint's {optimizer.param_groups[0]['lr']}")
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr
+        try:
+            kl_ctl.load_state_dict(state["kl_controller"])
+        except ValueError as e:
+            raise InputError(f"{out}/checkpoint: {e} (resume with the same --adaptive-kl, or pick a new --out)") from None
+        if not cfg.adaptive_kl and kl_ctl.value != cfg.kl_coef:  # resumed with another --kl-coef: use it
+            print(f"--kl-coef {cfg.kl_coef} replaces the checkpoint's {kl_ctl.value}")
+            kl_ctl.value = cfg.kl_coef
         set_rng_state(state["rng"])
         generator.set_state(state["generator"])
         shuffle_gen.set_state(state["shuffle_generator"])
@@ -146,11 +156,10 @@ def main(cfg: Config) -> dict:
         stats = rollout_stats(batch, kl_ctl.value)
         stats.update(update(policy, optimizer, batch, ppo_cfg, shuffle_gen))
         if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
-            raise RuntimeError(f"iteration {it}: non-finite statistics {stats}; the last good checkpoint is in "
-                               f"{out}/checkpoint (lower --lr and --resume)")
+            raise RunStopped(f"iteration {it}: non-finite statistics {stats}; {resume_hint(out)}")
         if stats["kl"] > cfg.max_kl:
-            raise RuntimeError(f"iteration {it}: KL {stats['kl']:.1f} exceeds --max-kl {cfg.max_kl}; the last good "
-                               f"checkpoint is in {out}/checkpoint (raise --kl-coef or lower --lr, then --resume)")
+            raise RunStopped(f"iteration {it}: KL {stats['kl']:.1f} exceeds --max-kl {cfg.max_kl}; "
+                             f"{resume_hint(out, 'raise --kl-coef or lower --lr')}")
         kl_ctl.update(stats["kl"], cfg.rollouts)
         seconds = time.time() - t0
         stats.update(iteration=it + 1, seconds=seconds, rollout_seconds=t_rollout,

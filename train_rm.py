@@ -28,19 +28,19 @@ import torch
 from tqdm import tqdm
 
 from minirlaif.batching import pad_right
-from minirlaif.checkpoint import load_checkpoint, model_dir, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import load_checkpoint, model_dir, resume_hint, save_checkpoint, write_dir_atomic
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
-from minirlaif.errors import InputError
-from minirlaif.feedback import (FeedbackCache, Item, ScoredSample, build_pairs, label, make_judge, score_stats,
-                                write_pairs, write_scored_samples)
+from minirlaif.errors import InputError, RunStopped
+from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, build_pairs, label, make_judge,
+                                score_stats, write_pairs, write_scored_samples)
 from minirlaif.generation import generate_texts
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
-from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config, pick_device,
-                             quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
+from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_at, debug_kill_point, field, parse_config,
+                             pick_device, quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Config:
     judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
     judge_base_url: str = field("", "OpenAI-compatible server URL (default: OpenAI; e.g. vLLM, llama.cpp, Ollama)")
     judge_workers: int = field(8, "concurrent judge questions")
-    weights: str = field("api_fits=2,api_args=2", "question weights, id=w comma-separated ('' = all equal); "
+    weights: str = field("api_fits=3,api_args=3", "question weights, id=w comma-separated ('' = all equal); "
                          "see README: equal weights let a wrong API that runs outscore the right API that crashes")
     margin: float = field(0.1, "minimum score gap for a preference pair")
     pair_strategy: str = field("all", "best_worst (one pair per prompt) or all (every pair over the margin)",
@@ -123,6 +123,7 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
             f.flush()
         rows.extend(new)
         bar.update(len(part) - max(0, n_done - start))
+        debug_kill_at("sample", start // chunk + 1)
     bar.close()
     return rows
 
@@ -140,7 +141,8 @@ def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, r
     with torch.no_grad():
         for s in range(0, len(prompts), batch):
             args = encode_batch(tokenizer, prompts[s : s + batch], responses[s : s + batch], cfg, device)
-            out.append(model.raw_reward(*args) if raw else model(*args))
+            with autocast(device):
+                out.append((model.raw_reward(*args) if raw else model(*args)).float())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -172,6 +174,8 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     device = pick_device(cfg.device)
     check_writable(out)
+    weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
+    model_dir(cfg.sft)
     quiet_transformers()
     set_seed(cfg.seed)
     write_json_atomic(asdict(cfg), out / "args.json")
@@ -188,17 +192,21 @@ def main(cfg: Config) -> dict:
     print(f"sampled {len(rows)} programs for {len(records)} instructions ({time.time() - t0:.0f}s)")
 
     # ---- 2. judge (cached answer by answer) ----
-    if cfg.judge == "analyzer":
-        judge = make_judge("analyzer", api_database=data.api_database, hub=data.hub)
-    elif cfg.judge == "openai":
-        judge = make_judge("openai", model=cfg.judge_model, base_url=cfg.judge_base_url or None,
-                           max_workers=cfg.judge_workers)
-    else:
-        judge = make_judge("hf", path=cfg.judge_model, device=str(device))
-    items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
-                  records[r["index"]]) for r in rows]
-    with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
-        feedbacks = label(judge, items, weights=parse_weights(cfg.weights), cache=cache, workers=cfg.judge_workers)
+    try:
+        if cfg.judge == "analyzer":
+            judge = make_judge("analyzer", api_database=data.api_database, hub=data.hub)
+        elif cfg.judge == "openai":
+            judge = make_judge("openai", model=cfg.judge_model, base_url=cfg.judge_base_url or None,
+                               max_workers=cfg.judge_workers)
+        else:
+            judge = make_judge("hf", path=cfg.judge_model, device=str(device))
+        items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
+                      records[r["index"]]) for r in rows]
+        with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
+            feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
+    except JudgeError as e:
+        raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
+                         "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
     samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
                for r, fb in zip(rows, feedbacks)]
     write_scored_samples(samples, out / "scored.jsonl")
@@ -223,6 +231,7 @@ def main(cfg: Config) -> dict:
     sft = model_dir(cfg.sft)
     tokenizer = load_tokenizer(sft)
     checkpoint = load_checkpoint(out) if cfg.resume else None
+    set_seed(cfg.seed)  # the head's init and dropout must not depend on which stages this run did (resume skips some)
     model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft).to(device).train()
     if cfg.rm_loss == "bt":
         examples = [(p.prompt, p.chosen, p.rejected) for p in train_pairs]
@@ -237,6 +246,11 @@ def main(cfg: Config) -> dict:
         state = checkpoint[1]
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scheduler.base_lrs[0] != cfg.lr:  # resumed with another --lr (e.g. after a non-finite loss): use it
+            print(f"--lr {cfg.lr} replaces the checkpoint's {scheduler.base_lrs[0]}")
+            scheduler.base_lrs = [cfg.lr] * len(scheduler.base_lrs)
+            for group in optimizer.param_groups:
+                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * (1.0 - scheduler.last_epoch / total_steps)
         set_rng_state(state["rng"])
         start = state["step"]
         print(f"resumed reward-model training at step {start}")
@@ -254,13 +268,16 @@ def main(cfg: Config) -> dict:
         batch = [examples[i] for i in perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
         if cfg.rm_loss == "bt":
             # chosen and rejected in one forward pass: rows [0, n) chosen, [n, 2n) rejected
-            r = model.raw_reward(*encode_batch(tokenizer, [b[0] for b in batch] * 2,
-                                               [b[1] for b in batch] + [b[2] for b in batch], cfg, device))
+            prompts_, responses_ = [b[0] for b in batch] * 2, [b[1] for b in batch] + [b[2] for b in batch]
+        else:
+            prompts_, responses_ = [b[0] for b in batch], [b[1] for b in batch]
+        with autocast(device):
+            r = model.raw_reward(*encode_batch(tokenizer, prompts_, responses_, cfg, device)).float()
+        if cfg.rm_loss == "bt":
             chosen, rejected = r[: len(batch)], r[len(batch):]
             loss = bradley_terry_loss(chosen, rejected)
             acc = float(bradley_terry_accuracy(chosen, rejected))
         else:
-            r = model.raw_reward(*encode_batch(tokenizer, [b[0] for b in batch], [b[1] for b in batch], cfg, device))
             labels = torch.tensor([b[2] for b in batch], device=device)
             loss = pointwise_bce_loss(r, labels)
             acc = float(((r > 0).float() == labels).float().mean())
@@ -270,7 +287,7 @@ def main(cfg: Config) -> dict:
         optimizer.step()
         scheduler.step()
         if not math.isfinite(loss.item()):
-            raise RuntimeError(f"step {step}: reward-model loss is {loss.item()}; last good checkpoint in {out}/checkpoint")
+            raise RunStopped(f"step {step}: reward-model loss is {loss.item()}; {resume_hint(out)}")
         logger.log(step=step + 1, loss=loss.item(), accuracy=acc, lr=scheduler.get_last_lr()[0])
         bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
         if (step + 1) % cfg.save_every == 0:

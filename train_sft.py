@@ -5,11 +5,13 @@
     python train_sft.py                      # built-in data, tiny T5 from scratch, -> runs/sft
     python train_sft.py --data ../shared/gorilla --model Salesforce/codet5-large --device cuda
     python train_sft.py --resume             # continue after a kill, same final weights
+    torchrun --nproc_per_node 4 train_sft.py # data parallel: global batch = --batch-size x 4 x --grad-accum
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,16 +20,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from minirlaif import distributed
 from minirlaif.batching import chunks, pad_right
-from minirlaif.checkpoint import load_checkpoint, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import load_checkpoint, resume_hint, save_checkpoint, write_dir_atomic
 from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.data.splits import load_dataset, with_code
-from minirlaif.errors import InputError
+from minirlaif.errors import InputError, RunStopped
 from minirlaif.generation import sample
 from minirlaif.policy import Seq2SeqPolicy, count_parameters
 from minirlaif.tokenizer import SentencePieceTokenizer, check_round_trip, load_tokenizer
 from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_point, field, parse_config,
-                             pick_device, quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
+                             quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
 @dataclass
@@ -43,7 +46,7 @@ class Config:
     out: str = field("runs/sft", "run folder: model/, checkpoint/, metrics.jsonl")
     epochs: float = field(6.0, "passes over the training data (ignored when --max-steps > 0)")
     max_steps: int = field(0, "optimizer steps; 0 = from --epochs")
-    batch_size: int = field(32, "examples per micro-batch")
+    batch_size: int = field(32, "examples per micro-batch (per process under torchrun)")
     grad_accum: int = field(1, "micro-batches per optimizer step")
     lr: float = field(2e-3, "peak learning rate (AdamW)")
     weight_decay: float = field(0.01, "AdamW weight decay")
@@ -59,6 +62,8 @@ class Config:
     samples: int = field(3, "greedy sample generations printed at the end")
     seed: int = field(0, "seed for init, data order and dropout")
     device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    compile: bool = field(False, "torch.compile the training forward pass (the first steps compile)")
+    grad_checkpointing: bool = field(False, "recompute activations in backward: less memory, ~30% more compute")
     resume: bool = field(False, "continue from OUT/checkpoint")
 
 
@@ -72,8 +77,8 @@ def batch_loss(policy, pairs, pad_id, device) -> tuple[torch.Tensor, int]:
     src, src_mask = pad_right([p for p, _ in pairs], pad_id, device)  # (B, S)
     tgt, tgt_mask = pad_right([t for _, t in pairs], pad_id, device)  # (B, T)
     with autocast(device):
-        logits, _ = policy(src, src_mask, policy.decoder_inputs(tgt))  # (B, T, V)
-    nll = F.cross_entropy(logits.transpose(1, 2), tgt, reduction="none")  # (B, T)
+        logits, _ = policy(src, src_mask, distributed.unwrap(policy).decoder_inputs(tgt))  # (B, T, V)
+    nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)  # (B, T)
     n_tokens = int(tgt_mask.sum())
     return (nll * tgt_mask).sum() / n_tokens, n_tokens
 
@@ -82,9 +87,10 @@ def batch_loss(policy, pairs, pad_id, device) -> tuple[torch.Tensor, int]:
 def eval_loss(policy, pairs, pad_id, device, batch_size: int) -> float:
     policy.eval()
     total, count = 0.0, 0
-    for batch in chunks(pairs, batch_size):
+    for batch in chunks(distributed.shard(pairs), batch_size):  # each rank its slice (all of it in one process)
         loss, n = batch_loss(policy, batch, pad_id, device)
         total, count = total + loss.item() * n, count + n
+    total, count = distributed.all_reduce_sum([total, count])
     policy.train()
     return total / max(count, 1)
 
@@ -107,8 +113,9 @@ def batch_indices(micro_step: int, n: int, batch_size: int, seed: int) -> list[i
 
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    check_writable(out)
+    rank, world, _, device = distributed.setup(cfg.device)  # (0, 1, 0, --device) unless launched by torchrun
+    if distributed.is_main():
+        check_writable(out)
     quiet_transformers()
     set_seed(cfg.seed)
     torch.set_float32_matmul_precision("high")
@@ -134,35 +141,56 @@ def main(cfg: Config) -> dict:
         policy = Seq2SeqPolicy.from_pretrained(cfg.model)
     else:
         corpus = [format_prompt(r) for r in train_records] + [format_target(r, cfg.with_api_call) for r in train_records]
-        tokenizer = SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size)
+        tokenizer = distributed.broadcast_object(  # trained once, on rank 0
+            SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size) if distributed.is_main() else None)
         set_seed(cfg.seed)  # the model init must not depend on how much randomness the tokenizer used
         policy = Seq2SeqPolicy.from_preset(cfg.preset, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id)
-    check_round_trip(tokenizer, [r.code for r in train_records + eval_records], name=f"tokenizer for {cfg.data}")
+    tok_name = f"tokenizer {cfg.tokenizer or cfg.model or '(trained here)'} on --data {cfg.data}"
+    check_round_trip(tokenizer, [r.code for r in train_records + eval_records], name=tok_name)
+    if tokenizer.vocab_size > policy.config.vocab_size:
+        raise InputError(f"{tok_name}: {tokenizer.vocab_size} tokens, more than the model's vocabulary "
+                         f"({policy.config.vocab_size}); pass the --tokenizer that belongs to --model")
     policy.to(device).train()
+    policy.value_head.requires_grad_(False)  # SFT trains the language model; the (zero) value head is PPO's
+    if cfg.grad_checkpointing:
+        policy.gradient_checkpointing_enable()
+    model = distributed.ddp(torch.compile(policy) if cfg.compile else policy, device)  # the training forward
+    if world > 1:
+        set_seed(cfg.seed + rank * 100003)  # each rank its own dropout noise (the init above is the same everywhere)
 
     train_pairs, eval_pairs = encode(train_records, tokenizer, cfg), encode(eval_records, tokenizer, cfg)
     n_cut = sum(len(t) >= cfg.max_target_len for _, t in train_pairs)
     if n_cut:
         print(f"note: {n_cut} of {len(train_pairs)} training targets were cut at --max-target-len {cfg.max_target_len}")
-    steps_per_epoch = max(1, len(train_pairs) // (cfg.batch_size * cfg.grad_accum))
+    if world > 1 and len(train_pairs) < cfg.batch_size * world:
+        raise InputError(f"{len(train_pairs)} training examples, fewer than the global batch "
+                         f"(--batch-size {cfg.batch_size} x {world} processes); lower --batch-size")
+    steps_per_epoch = max(1, len(train_pairs) // (cfg.batch_size * world * cfg.grad_accum))
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg, total_steps))
     start_step = 0
     if checkpoint is not None:
-        state = checkpoint[1]
+        state = distributed.own_rank_state(checkpoint[1])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scheduler.base_lrs[0] != cfg.lr:  # resumed with another --lr (e.g. after a non-finite loss): use it
+            print(f"--lr {cfg.lr} replaces the checkpoint's {scheduler.base_lrs[0]}")
+            scheduler.base_lrs = [cfg.lr] * len(scheduler.base_lrs)
+            for group in optimizer.param_groups:
+                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_at(scheduler.last_epoch, cfg, total_steps)
         set_rng_state(state["rng"])
         start_step = state["step"]
         print(f"resumed from {out}/checkpoint at step {start_step}")
-    elif out.joinpath("metrics.jsonl").exists():
+    elif distributed.is_main() and out.joinpath("metrics.jsonl").exists():
         out.joinpath("metrics.jsonl").unlink()  # a fresh run starts a fresh log
-    logger = JsonlLogger(out / "metrics.jsonl")
-    write_json_atomic(asdict(cfg), out / "args.json")
+    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull)  # rank 0 logs
+    if distributed.is_main():
+        write_json_atomic(asdict(cfg), out / "args.json")
     print(f"SFT: {len(train_pairs)} train / {len(eval_pairs)} eval examples, {count_parameters(policy):,} "
-          f"parameters, vocab {tokenizer.vocab_size}, {total_steps} steps on {device}")
+          f"parameters, vocab {tokenizer.vocab_size}, {total_steps} steps on {device}"
+          + (f" x {world} processes" if world > 1 else ""))
 
     def save_model(directory: Path) -> None:
         policy.save_pretrained(directory, extra={"preset": cfg.model or cfg.preset, "stage": "sft"})
@@ -170,20 +198,26 @@ def main(cfg: Config) -> dict:
 
     # ---- loop ----
     t0, tokens_seen = time.time(), 0
-    bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="sft", dynamic_ncols=True)
+    bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="sft", dynamic_ncols=True,
+               disable=not distributed.is_main())
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for k in range(cfg.grad_accum):
-            idx = batch_indices(step * cfg.grad_accum + k, len(train_pairs), cfg.batch_size, cfg.seed)
-            loss, n = batch_loss(policy, [train_pairs[i] for i in idx], tokenizer.pad_id, device)
-            (loss / cfg.grad_accum).backward()
-            step_loss += loss.item() / cfg.grad_accum
-            tokens_seen += n
+            # the global micro-batch (--batch-size x world examples); each rank takes its slice
+            idx = batch_indices(step * cfg.grad_accum + k, len(train_pairs), cfg.batch_size * world, cfg.seed)
+            with distributed.no_sync(model, skip=k < cfg.grad_accum - 1):  # DDP all-reduces after the last one
+                loss, n = batch_loss(model, [train_pairs[i] for i in distributed.shard(idx)], tokenizer.pad_id, device)
+                n_all = distributed.all_reduce_sum(n)  # target tokens of the micro-batch on every rank
+                share = n * world / n_all  # 1 in one process; DDP's mean over ranks is then the global token mean
+                (loss * share / cfg.grad_accum).backward()
+            step_loss += loss.item() * share / cfg.grad_accum
+            tokens_seen += n_all
+        step_loss = distributed.all_reduce_mean(step_loss)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
         if not math.isfinite(step_loss) or not math.isfinite(grad_norm):
-            raise RuntimeError(f"step {step}: loss {step_loss} / grad norm {grad_norm} is not finite; "
-                               f"the last good checkpoint is in {out}/checkpoint (lower --lr and --resume)")
+            raise RunStopped(f"step {step}: loss {step_loss} / grad norm {grad_norm} is not finite; "
+                             f"{resume_hint(out)}")
         optimizer.step()
         scheduler.step()
         done = step + 1
@@ -194,24 +228,29 @@ def main(cfg: Config) -> dict:
             logger.log(**row, tokens_per_s=tokens_seen / (time.time() - t0))
         bar.set_postfix(loss=f"{step_loss:.3f}", **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {}))
         if done % cfg.save_every == 0 or done == total_steps:
-            save_checkpoint(out, save_model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                              "step": done, "rng": rng_state(), "config": asdict(cfg)})
+            state = distributed.with_rank_states({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                                  "step": done, "config": asdict(cfg)}, {"rng": rng_state()})
+            if distributed.is_main():
+                save_checkpoint(out, save_model, state)
         debug_kill_point(done)
     bar.close()
 
     # ---- save and report ----
     final_eval = eval_loss(policy, eval_pairs, tokenizer.pad_id, device, cfg.batch_size)
-    write_dir_atomic(out / "model", save_model)
+    if distributed.is_main():
+        write_dir_atomic(out / "model", save_model)
     summary = {"eval_loss": final_eval, "steps": total_steps, "train_examples": len(train_pairs),
                "parameters": count_parameters(policy), "seconds": round(time.time() - t0, 1)}
-    write_json_atomic(summary, out / "summary.json")
+    if distributed.is_main():
+        write_json_atomic(summary, out / "summary.json")
     print(f"eval loss {final_eval:.4f} after {total_steps} steps; model saved to {out / 'model'}")
     policy.eval()
-    for r in eval_records[: cfg.samples]:
+    for r in eval_records[: cfg.samples if distributed.is_main() else 0]:
         src, src_mask = pad_right([tokenizer(format_prompt(r), cfg.max_prompt_len)], tokenizer.pad_id, device)
         s = sample(policy, src, src_mask, cfg.max_target_len, tokenizer.eos_id, tokenizer.pad_id, greedy=True)
         print(f"\n# instruction: {r.instruction}\n{tokenizer.decode(s.tokens[0].tolist())}")
     logger.close()
+    distributed.cleanup()
     return summary
 
 

@@ -68,6 +68,14 @@ def model_dir(run_or_model: str | Path) -> Path:
     return found
 
 
+def resume_hint(run_dir: str | Path, fix: str = "lower --lr") -> str:
+    """What a run that stopped (e.g. on a non-finite loss) tells the user: its last checkpoint, or none yet."""
+    found = resolve(Path(run_dir) / CHECKPOINT_DIR)
+    if found is None:
+        return f"no checkpoint was written to {run_dir} yet ({fix} and rerun)"
+    return f"the last good checkpoint is in {found} ({fix} and rerun with --resume)"
+
+
 def save_checkpoint(run_dir: str | Path, save_model: Callable[[Path], None], state: dict) -> None:
     """Write run_dir/checkpoint/{model/, state.pt} atomically."""
 
@@ -83,4 +91,9 @@ def load_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
     found = resolve(Path(run_dir) / CHECKPOINT_DIR)
     if found is None or not (found / STATE_FILE).exists():
         return None
-    return found / MODEL_DIR, torch.load(found / STATE_FILE, weights_only=False)
+    try:
+        state = torch.load(found / STATE_FILE, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: pickle, zip and torch all raise their own errors
+        raise InputError(f"{found / STATE_FILE}: not a readable checkpoint ({type(e).__name__}); remove "
+                         f"{found} to start over, or pick another --out") from None
+    return found / MODEL_DIR, state

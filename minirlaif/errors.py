@@ -10,6 +10,11 @@ class InputError(ValueError):
     """
 
 
+class RunStopped(RuntimeError):
+    """A run stopped on purpose (a non-finite loss, a judge that gave up): the message says why, what was
+    kept and how to go on (`--resume`). Scripts print it as one line on stderr and exit 1."""
+
+
 def where(path: object, line: int | None = None, field: str | None = None) -> str:
     """`path:line: field:` prefix for error messages (parts left out when unknown)."""
     out = str(path)

@@ -94,7 +94,15 @@ class RewardModel(nn.Module):
             from safetensors.torch import load_file
 
             model.head.load_state_dict(load_file(str(path / HEAD_FILE)))
-            norm = json.loads((path / NORM_FILE).read_text())
-            model.gain.fill_(norm["gain"])
-            model.bias.fill_(norm["bias"])
+            try:
+                norm = json.loads((path / NORM_FILE).read_text())
+                gain, bias = float(norm["gain"]), float(norm["bias"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise InputError(f"{path / NORM_FILE}: missing or unreadable ({type(e).__name__}: {e}); "
+                                 "train_rm.py writes it next to the head: copy the whole model folder") from None
+            if not (math.isfinite(gain) and math.isfinite(bias)):
+                raise InputError(f"{path / NORM_FILE}: gain {gain} / bias {bias} are not finite numbers "
+                                 "(retrain the reward model)")
+            model.gain.fill_(gain)
+            model.bias.fill_(bias)
         return model

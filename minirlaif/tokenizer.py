@@ -115,7 +115,7 @@ def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
 
     try:
         return HFTokenizer(AutoTokenizer.from_pretrained(str(name_or_path)))
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a folder with files but no usable tokenizer
         raise InputError(
             f"{name_or_path}: no tokenizer found (expected {SPM_FILE} or a transformers tokenizer; "
             f"hub ids need internet): {e}"

@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
-from minirlaif.errors import InputError
+from minirlaif.errors import InputError, RunStopped
 
 C = TypeVar("C")
 
@@ -116,12 +116,16 @@ class JsonlLogger:
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a script's main: bad input becomes one line on stderr and exit code 2."""
+    """Run a script's main: bad input becomes one line on stderr and exit code 2; a run that stopped on
+    purpose (RunStopped: non-finite loss, judge gave up) one line and exit code 1."""
     try:
         main()
     except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         sys.exit(2)
+    except RunStopped as e:
+        print("stopped: " + " ".join(str(e).splitlines()), file=sys.stderr)
+        sys.exit(1)
 
 
 def check_writable(directory: str | Path) -> None:
@@ -140,4 +144,11 @@ def debug_kill_point(step: int) -> None:
     """Test hook: SIGKILL ourselves after `step` when MINIRLAIF_KILL_AT_STEP says so (kill/resume tests)."""
     at = os.environ.get("MINIRLAIF_KILL_AT_STEP")
     if at is not None and int(at) == step:
+        os.kill(os.getpid(), 9)
+
+
+def debug_kill_at(stage: str, count: int) -> None:
+    """Test hook: SIGKILL ourselves when MINIRLAIF_KILL_AT equals "stage:count", e.g. "sample:1" after the
+    first chunk of samples is on disk (kill/resume tests of stages that have no optimizer steps)."""
+    if os.environ.get("MINIRLAIF_KILL_AT") == f"{stage}:{count}":
         os.kill(os.getpid(), 9)

@@ -68,6 +68,7 @@ class FeedbackCache:
         self.entries: dict[str, dict] = {}
         self.problems: list[str] = []  # what loading skipped or repaired, one line each
         self._lock = threading.Lock()  # threads of one run append one line at a time
+        self._n_put = 0  # answers this process stored (for the kill-test hook in `put`)
         self._file = open(self.path, "a+b")
         if fcntl is not None:
             try:
@@ -127,6 +128,9 @@ class FeedbackCache:
             self._file.flush()
             os.fsync(self._file.fileno())
             self.entries[entry["key"]] = entry
+            self._n_put += 1
+            if os.environ.get("MINIRLAIF_KILL_AT") == f"answer:{self._n_put}":  # kill/resume test hook
+                os.kill(os.getpid(), 9)  # (see utils.debug_kill_at): dies with the answer on disk
 
     def close(self) -> None:
         with self._lock:
