@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from minirlaif.data.records import APIRecord
+from minirlaif.jsonl import write_jsonl_atomic
 from minirlaif.errors import InputError, where
 
 API_DB_KEYS = (
@@ -30,22 +30,13 @@ def format_code_text(record: APIRecord) -> str:
     return text
 
 
-def _write_jsonl_atomic(rows: Iterable[dict], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def write_apibench(records: Iterable[APIRecord], path: str | Path) -> None:
     """Write records as a Gorilla APIBench file (keys code, api_call, provider, api_data), atomically."""
     rows = (
         {"code": format_code_text(r), "api_call": r.api_call, "provider": r.provider, "api_data": r.api_data}
         for r in records
     )
-    _write_jsonl_atomic(rows, Path(path))
+    write_jsonl_atomic(rows, Path(path))
 
 
 def write_api_database(entries: Iterable[dict], path: str | Path) -> None:
@@ -56,7 +47,7 @@ def write_api_database(entries: Iterable[dict], path: str | Path) -> None:
         if missing:
             raise ValueError(f"API database entry {i} lacks keys {missing}")
         rows.append({k: entry[k] for k in API_DB_KEYS})
-    _write_jsonl_atomic(rows, Path(path))
+    write_jsonl_atomic(rows, Path(path))
 
 
 # ----------------------------------------------------------------------------------------------

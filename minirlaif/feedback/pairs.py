@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from minirlaif.errors import InputError, where
 from minirlaif.feedback.scoring import Answer, Feedback
+from minirlaif.jsonl import write_jsonl_atomic
 
 STRATEGIES = ("best_worst", "all")
 
@@ -120,16 +120,6 @@ def score_stats(samples: Iterable[ScoredSample], margin: float = 0.1, bins: int 
 # JSON Lines files (written atomically: a crash leaves the old file or the new one, never half).
 
 
-def _write_jsonl(rows: Iterable[dict], path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def _read_jsonl(path: str | Path, required: Sequence[str]) -> Iterable[tuple[int, dict]]:
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
@@ -147,7 +137,7 @@ def _read_jsonl(path: str | Path, required: Sequence[str]) -> Iterable[tuple[int
 
 def write_scored_samples(samples: Iterable[ScoredSample], path: str | Path) -> None:
     """One line per sample: prompt, response, score, meta, and every answer (or null)."""
-    _write_jsonl(
+    write_jsonl_atomic(
         (
             {
                 "prompt": s.prompt,
@@ -173,7 +163,7 @@ def read_scored_samples(path: str | Path) -> list[ScoredSample]:
 
 def write_pairs(pairs: Iterable[Pair], path: str | Path) -> None:
     """One line per pair: prompt, chosen, rejected, chosen_score, rejected_score."""
-    _write_jsonl((asdict(p) for p in pairs), path)
+    write_jsonl_atomic((asdict(p) for p in pairs), path)
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
