@@ -3,6 +3,7 @@
     python evaluate.py                          # runs/sft and runs/ppo (those that exist), built-in eval split
     python evaluate.py --models runs/sft,runs/ppo --runs 3 --temperature 0.7
     python evaluate.py --greedy --limit 100
+    torchrun --nproc_per_node 4 evaluate.py     # each process generates a quarter; rank 0 scores and writes
     python evaluate.py --responses ../shared/gorilla/eval-data/responses/huggingface/response_huggingface_Gorilla_FT_0_shot.jsonl \\
                        --data ../shared/gorilla   # score existing generations, no model needed
 
@@ -18,16 +19,18 @@ from pathlib import Path
 
 import torch
 
+from minirlaif import distributed
 from minirlaif.checkpoint import model_dir
 from minirlaif.data import clean_response_text, load_api_database, load_apibench, load_responses
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset
 from minirlaif.errors import InputError
 from minirlaif.generation import generate_texts
+from minirlaif.jsonl import write_jsonl_atomic
 from minirlaif.metrics.report import ROWS, score_responses
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.tokenizer import load_tokenizer
-from minirlaif.utils import (check_writable, field, parse_config, pick_device, quiet_transformers, set_seed,
+from minirlaif.utils import (check_writable, field, parse_config, quiet_transformers, set_seed,
                              write_json_atomic)
 
 DEFAULT_MODELS = ("runs/sft", "runs/ppo")
@@ -99,7 +102,11 @@ def print_table(results: dict[str, list[dict]], exec_mode: str) -> str:
 
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
-    check_writable(out)
+    rank, _, _, device = distributed.setup("cpu" if cfg.responses else cfg.device)  # (0, 1, 0, device) without torchrun
+    if not distributed.is_main() and cfg.responses:
+        return {}  # scoring a file of responses is rank 0's job alone
+    if distributed.is_main():
+        check_writable(out)
     quiet_transformers()
     results: dict[str, list[dict]] = {}
     if cfg.responses:
@@ -112,12 +119,11 @@ def main(cfg: Config) -> dict:
                                         cfg.workers or None, cfg.timeout)
         name = Path(cfg.responses).stem
         results[name] = [summary]
-        write_jsonl(rows, out / f"{name}.examples.jsonl")
+        write_jsonl_atomic(rows, out / f"{name}.examples.jsonl")
     else:
         data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
         records = data.eval[: cfg.limit] if cfg.limit else data.eval
         exec_mode = ("run" if data.hub == "builtin" else "static") if cfg.exec_mode == "auto" else cfg.exec_mode
-        device = pick_device(cfg.device)
         models = [m for m in cfg.models.split(",") if m] or [m for m in DEFAULT_MODELS if Path(m, "model").exists()]
         if not models:
             raise InputError("no model to evaluate: train one (python train_sft.py) or pass --models / --responses")
@@ -130,30 +136,28 @@ def main(cfg: Config) -> dict:
             results[name] = []
             for run in range(runs):
                 set_seed(cfg.seed + run)
-                generator = torch.Generator(device=device).manual_seed(cfg.seed + run)
-                texts = generate_texts(policy, tokenizer, [format_prompt(r) for r in records], cfg.max_prompt_len,
-                                       cfg.max_new_tokens, cfg.temperature, cfg.greedy, cfg.batch_size, generator,
-                                       progress=f"{name} run {run + 1}/{runs}")
+                generator = torch.Generator(device=device).manual_seed(cfg.seed + run + rank * 100003)
+                texts = generate_texts(policy, tokenizer, [format_prompt(r) for r in distributed.shard(records)],
+                                       cfg.max_prompt_len, cfg.max_new_tokens, cfg.temperature, cfg.greedy,
+                                       cfg.batch_size, generator,
+                                       progress=f"{name} run {run + 1}/{runs}" if distributed.is_main() else None)
+                texts = [t for part in distributed.all_gather_object(texts) for t in part]  # every rank's, in order
+                if not distributed.is_main():
+                    continue  # rank 0 scores and writes
                 programs = [extract_program(t) for t in texts]
                 summary, rows = score_responses(texts, programs, records, data.api_database, data.hub, exec_mode,
                                                 cfg.workers or None, cfg.timeout)
                 results[name].append(summary)
                 if run == 0:
-                    write_jsonl(rows, out / f"{name}.examples.jsonl")
+                    write_jsonl_atomic(rows, out / f"{name}.examples.jsonl")
+    if not distributed.is_main():
+        distributed.cleanup()
+        return {}
     table = print_table(results, exec_mode)
     report = {"config": asdict(cfg), "exec_mode": exec_mode, "results": results, "table": table}
     write_json_atomic(report, out / "summary.json")
+    distributed.cleanup()
     return report
-
-
-def write_jsonl(rows: list[dict], path: Path) -> None:
-    import json
-
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

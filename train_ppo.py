@@ -5,12 +5,13 @@
     python train_ppo.py                      # reads runs/sft and runs/rm, writes runs/ppo
     python train_ppo.py --resume             # continue after a kill
     python train_ppo.py --plot               # also draw runs/ppo/curves.png
+    torchrun --nproc_per_node 4 train_ppo.py # data parallel: each process samples --rollouts / 4 prompts
 """
 
 from __future__ import annotations
 
-import copy
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from minirlaif import distributed
 from minirlaif.batching import pad_right
 from minirlaif.checkpoint import load_checkpoint, model_dir, resume_hint, save_checkpoint, write_dir_atomic
 from minirlaif.data.prompts import format_prompt
@@ -25,10 +27,10 @@ from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.losses import AdaptiveKLController, FixedKLController
 from minirlaif.policy import Seq2SeqPolicy
-from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
+from minirlaif.ppo import PPOConfig, gather, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
-from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config, pick_device,
+from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
@@ -40,15 +42,17 @@ class Config:
     data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder (prompts come from its train split)")
     eval_data: str = field("", "separate eval file (unused for training; kept for symmetry)")
     api_db: str = field("", "API database for --data files")
-    iterations: int = field(40, "rollout + update iterations")
-    rollouts: int = field(64, "responses sampled per iteration (the PPO batch)")
-    minibatch_size: int = field(16, "sequences per gradient step")
+    iterations: int = field(80, "rollout + update iterations")
+    rollouts: int = field(64, "responses sampled per iteration (the PPO batch; under torchrun the global batch, "
+                          "each of N processes samples rollouts / N)")
+    minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of them)")
+    gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)")
     ppo_epochs: int = field(4, "passes over each batch")
     lr: float = field(1e-4, "learning rate (AdamW, constant)")
     temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)")
     max_new_tokens: int = field(128, "response length limit")
     max_prompt_len: int = field(64, "encoder tokens kept")
-    kl_coef: float = field(0.5, "initial KL coefficient beta")
+    kl_coef: float = field(0.2, "initial KL coefficient beta")
     adaptive_kl: bool = field(False, "adapt beta towards --kl-target (Ziegler et al.)")
     kl_target: float = field(6.0, "target per-sequence KL for the adaptive controller")
     kl_horizon: float = field(10000, "horizon of the adaptive controller")
@@ -65,6 +69,8 @@ class Config:
     save_every: int = field(5, "iterations between checkpoints")
     seed: int = field(0, "seed for prompt order and sampling")
     device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    compile: bool = field(False, "torch.compile the training forward pass (the first steps compile)")
+    grad_checkpointing: bool = field(False, "recompute activations in backward: less memory, ~30% more compute")
     resume: bool = field(False, "continue from OUT/checkpoint")
     plot: bool = field(False, "draw the training curves to OUT/curves.png at the end")
 
@@ -88,8 +94,12 @@ def prompt_batch(iteration: int, prompts: list[list[int]], size: int, seed: int)
 
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    check_writable(out)
+    rank, world, _, device = distributed.setup(cfg.device)  # (0, 1, 0, --device) unless launched by torchrun
+    if cfg.rollouts % world or cfg.minibatch_size % world:
+        raise InputError(f"--rollouts {cfg.rollouts} and --minibatch-size {cfg.minibatch_size} must be multiples "
+                         f"of the number of processes ({world})")
+    if distributed.is_main():
+        check_writable(out)
     quiet_transformers()
     set_seed(cfg.seed)
     ppo_cfg = PPOConfig(**{f.name: getattr(cfg, f.name) for f in fields(PPOConfig) if hasattr(cfg, f.name)})
@@ -107,14 +117,17 @@ def main(cfg: Config) -> dict:
         raise InputError(f"{cfg.rm}: reward model vocabulary ({reward_model.backbone.config.vocab_size}) differs "
                          f"from the policy's ({policy.config.vocab_size}); train the RM from this SFT run")
     policy.eval()  # dropout off during RL: rollout and update see the same network
+    if cfg.grad_checkpointing:
+        policy.gradient_checkpointing_enable()
+    model = distributed.ddp(torch.compile(policy) if cfg.compile else policy, device)  # the update's forward
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl
               else FixedKLController(cfg.kl_coef))
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + rank * 100003)  # sampling: a seed per rank
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
     start = 0
     if checkpoint is not None:
-        state = checkpoint[1]
+        state = distributed.own_rank_state(checkpoint[1])
         optimizer.load_state_dict(state["optimizer"])
         if optimizer.param_groups[0]["lr"] != cfg.lr:  # resumed with another --lr (e.g. after non-finite stats)
             print(f"--lr {cfg.lr} replaces the checkpoint's {optimizer.param_groups[0]['lr']}")
@@ -132,29 +145,36 @@ def main(cfg: Config) -> dict:
         shuffle_gen.set_state(state["shuffle_generator"])
         start = state["iteration"]
         print(f"resumed from {out}/checkpoint at iteration {start}")
-    elif (out / "metrics.jsonl").exists():
+    elif distributed.is_main() and (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
 
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
     prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in with_code(data.train)]
-    logger = JsonlLogger(out / "metrics.jsonl")
-    write_json_atomic(asdict(cfg), out / "args.json")
-    print(f"PPO: {len(prompts)} prompts, {cfg.iterations} iterations x {cfg.rollouts} rollouts on {device}")
+    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull)  # rank 0 logs
+    if distributed.is_main():
+        write_json_atomic(asdict(cfg), out / "args.json")
+    print(f"PPO: {len(prompts)} prompts, {cfg.iterations} iterations x {cfg.rollouts} rollouts on {device}"
+          + (f" x {world} processes" if world > 1 else ""))
 
     def save_model(directory: Path) -> None:
         policy.save_pretrained(directory, extra={"stage": "ppo"})
         tokenizer.save(directory)
 
     # ---- loop ----
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="ppo", dynamic_ncols=True)
+    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="ppo", dynamic_ncols=True,
+               disable=not distributed.is_main())
     for it in bar:
         t0 = time.time()
-        ids, mask = pad_right(prompt_batch(it, prompts, cfg.rollouts, cfg.seed), tokenizer.pad_id, device)
+        # the global batch of prompts; each rank samples its slice, then every rank holds all the rollouts
+        prompts_it = distributed.shard(prompt_batch(it, prompts, cfg.rollouts, cfg.seed))
+        ids, mask = pad_right(prompts_it, tokenizer.pad_id, device)
         batch = rollout(policy, ref_policy, reward_model, ids, mask, kl_ctl.value, ppo_cfg,
                         tokenizer.eos_id, tokenizer.pad_id, generator)
+        batch = gather(batch, tokenizer.pad_id)
         t_rollout = time.time() - t0
         stats = rollout_stats(batch, kl_ctl.value)
-        stats.update(update(policy, optimizer, batch, ppo_cfg, shuffle_gen))
+        with policy.checkpointing_in_eval_mode():  # a no-op without --grad-checkpointing
+            stats.update(update(model, optimizer, batch, ppo_cfg, shuffle_gen))
         if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
             raise RunStopped(f"iteration {it}: non-finite statistics {stats}; {resume_hint(out)}")
         if stats["kl"] > cfg.max_kl:
@@ -168,22 +188,26 @@ def main(cfg: Config) -> dict:
         bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}", len=f"{stats['response_length']:.0f}")
         done = it + 1
         if done % cfg.save_every == 0 or done == cfg.iterations:
-            save_checkpoint(out, save_model, {
+            state = distributed.with_rank_states({
                 "optimizer": optimizer.state_dict(), "kl_controller": kl_ctl.state_dict(), "iteration": done,
-                "rng": rng_state(), "generator": generator.get_state(), "shuffle_generator": shuffle_gen.get_state(),
-                "config": asdict(cfg)})
+                "shuffle_generator": shuffle_gen.get_state(), "config": asdict(cfg)},
+                {"rng": rng_state(), "generator": generator.get_state()})  # per rank
+            if distributed.is_main():
+                save_checkpoint(out, save_model, state)
         debug_kill_point(done)
     bar.close()
 
-    write_dir_atomic(out / "model", save_model)
     logger.close()
-    if cfg.plot:
-        from minirlaif.plots import plot_metrics
-
-        plot_metrics(out / "metrics.jsonl", out / "curves.png")
     summary = {"iterations": cfg.iterations, "final_beta": kl_ctl.value}
-    write_json_atomic(summary, out / "summary.json")
+    if distributed.is_main():
+        write_dir_atomic(out / "model", save_model)
+        if cfg.plot:
+            from minirlaif.plots import plot_metrics
+
+            plot_metrics(out / "metrics.jsonl", out / "curves.png")
+        write_json_atomic(summary, out / "summary.json")
     print(f"PPO done; policy saved to {out / 'model'}")
+    distributed.cleanup()
     return summary
 
 

@@ -12,12 +12,14 @@
     python train_rm.py --judge openai --judge-model gpt-3.5-turbo          # key from OPENAI_API_KEY
     python train_rm.py --judge openai --judge-base-url http://127.0.0.1:8000/v1 --judge-model my-llm
     python train_rm.py --resume                          # every stage picks up where it stopped
+    torchrun --nproc_per_node 4 train_rm.py              # data parallel sampling and RM training (rank 0 judges)
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections import Counter
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from minirlaif import distributed
 from minirlaif.batching import pad_right
 from minirlaif.checkpoint import load_checkpoint, model_dir, resume_hint, save_checkpoint, write_dir_atomic
 from minirlaif.data.prompts import extract_program, format_prompt
@@ -40,7 +43,7 @@ from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
 from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_at, debug_kill_point, field, parse_config,
-                             pick_device, quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
+                             quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
 @dataclass
@@ -70,7 +73,7 @@ class Config:
                          choices=["bt", "bce"])
     bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)")
     epochs: int = field(6, "passes over the training pairs")
-    batch_size: int = field(32, "pairs (or samples, bce mode) per step")
+    batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)")
     lr: float = field(1e-3, "learning rate (AdamW, linear decay to 0)")
     save_every: int = field(50, "steps between resumable checkpoints")
     seed: int = field(0, "seed for prompt choice, sampling, split and batch order")
@@ -99,18 +102,23 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
     while counts.get(n_done, 0) == cfg.k:
         n_done += 1
     done = [r for r in done if r["index"] < n_done]
-    with open(path, "w", encoding="utf-8") as f:  # rewrite what is complete, drop a torn tail
-        f.writelines(json.dumps(r) + "\n" for r in done)
+    distributed.barrier()  # every rank has read the file before rank 0 rewrites it
+    if distributed.is_main():
+        with open(path, "w", encoding="utf-8") as f:  # rewrite what is complete, drop a torn tail
+            f.writelines(json.dumps(r) + "\n" for r in done)
     if n_done == len(records):
         return done
     sft = model_dir(cfg.sft)
     policy = Seq2SeqPolicy.from_pretrained(sft).to(device).eval()
     tokenizer = load_tokenizer(sft)
     chunk = 64
-    bar = tqdm(total=len(records), initial=n_done, desc="sampling", unit="prompt", dynamic_ncols=True)
+    bar = tqdm(total=len(records), initial=n_done, desc="sampling", unit="prompt", dynamic_ncols=True,
+               disable=not distributed.is_main())
     rows = list(done)
-    for start in range(n_done - n_done % chunk, len(records), chunk):
-        part = records[start : start + chunk]
+    world = distributed.get_world_size()
+    for first in range(n_done - n_done % chunk, len(records), chunk * world):  # under torchrun one chunk per rank
+        start = first + distributed.get_rank() * chunk
+        part = records[start : start + chunk]  # empty past the end
         # Seeded per chunk: a resumed run samples exactly what an uninterrupted one would.
         generator = torch.Generator(device=device).manual_seed(cfg.seed * 100003 + start)
         prompts = [format_prompt(r) for r in part for _ in range(cfg.k)]
@@ -118,14 +126,41 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
                                cfg.temperature, batch_size=64, generator=generator)
         new = [{"index": start + i // cfg.k, "prompt": prompts[i], "response": t} for i, t in enumerate(texts)
                if start + i // cfg.k >= n_done]
-        with open(path, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in new)
-            f.flush()
+        new = [r for part_rows in distributed.all_gather_object(new) for r in part_rows]  # every rank's, in order
+        if distributed.is_main():
+            with open(path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
+                f.flush()
         rows.extend(new)
-        bar.update(len(part) - max(0, n_done - start))
-        debug_kill_at("sample", start // chunk + 1)
+        bar.update(min(first + chunk * world, len(records)) - max(first, n_done))
+        debug_kill_at("sample", first // chunk + world)
     bar.close()
     return rows
+
+
+# ---- stage 2: judge ----------------------------------------------------------------------------------
+def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str, float], out: Path,
+                device) -> tuple[list[ScoredSample], str]:
+    """Every sample scored by the judge (answers cached one by one): (scored samples, judge name)."""
+    try:
+        if cfg.judge == "analyzer":
+            judge = make_judge("analyzer", api_database=data.api_database, hub=data.hub)
+        elif cfg.judge == "openai":
+            judge = make_judge("openai", model=cfg.judge_model, base_url=cfg.judge_base_url or None,
+                               max_workers=cfg.judge_workers)
+        else:
+            judge = make_judge("hf", path=cfg.judge_model, device=str(device))
+        items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
+                      records[r["index"]]) for r in rows]
+        with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
+            feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
+    except JudgeError as e:
+        raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
+                         "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
+    samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
+               for r, fb in zip(rows, feedbacks)]
+    write_scored_samples(samples, out / "scored.jsonl")
+    return samples, judge.name
 
 
 # ---- stage 4: reward model --------------------------------------------------------------------------
@@ -172,13 +207,16 @@ def pearson(x: list[float], y: list[float]) -> float:
 
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
-    device = pick_device(cfg.device)
-    check_writable(out)
+    # (0, 1, 0, --device) unless launched by torchrun; its ranks may wait hours for rank 0's judge
+    rank, world, _, device = distributed.setup(cfg.device, timeout_minutes=24 * 60)
+    if distributed.is_main():
+        check_writable(out)
     weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
     model_dir(cfg.sft)
     quiet_transformers()
     set_seed(cfg.seed)
-    write_json_atomic(asdict(cfg), out / "args.json")
+    if distributed.is_main():
+        write_json_atomic(asdict(cfg), out / "args.json")
 
     # ---- data: which instructions, and which are held out ----
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
@@ -191,25 +229,9 @@ def main(cfg: Config) -> dict:
     rows = sample_stage(cfg, records, out, device)
     print(f"sampled {len(rows)} programs for {len(records)} instructions ({time.time() - t0:.0f}s)")
 
-    # ---- 2. judge (cached answer by answer) ----
-    try:
-        if cfg.judge == "analyzer":
-            judge = make_judge("analyzer", api_database=data.api_database, hub=data.hub)
-        elif cfg.judge == "openai":
-            judge = make_judge("openai", model=cfg.judge_model, base_url=cfg.judge_base_url or None,
-                               max_workers=cfg.judge_workers)
-        else:
-            judge = make_judge("hf", path=cfg.judge_model, device=str(device))
-        items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
-                      records[r["index"]]) for r in rows]
-        with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
-            feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
-    except JudgeError as e:
-        raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
-                         "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
-    samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
-               for r, fb in zip(rows, feedbacks)]
-    write_scored_samples(samples, out / "scored.jsonl")
+    # ---- 2. judge (cached answer by answer; under torchrun rank 0 asks, the other ranks wait for its scores) ----
+    samples, judge_name = distributed.broadcast_object(
+        judge_stage(cfg, data, records, rows, weights, out, device) if distributed.is_main() else None)
 
     # ---- 3. pairs, split by prompt ----
     prompts = sorted({s.prompt for s in samples})
@@ -219,8 +241,9 @@ def main(cfg: Config) -> dict:
     test_samples = [s for s in samples if s.prompt in heldout]
     train_pairs = build_pairs(train_samples, cfg.margin, cfg.pair_strategy)
     test_pairs = build_pairs(test_samples, cfg.margin, "all")
-    write_pairs(train_pairs, out / "pairs.jsonl")
-    write_pairs(test_pairs, out / "heldout_pairs.jsonl")
+    if distributed.is_main():
+        write_pairs(train_pairs, out / "pairs.jsonl")
+        write_pairs(test_pairs, out / "heldout_pairs.jsonl")
     stats = score_stats(samples, cfg.margin)
     print(f"judge scores: {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))})}")
     print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
@@ -233,17 +256,22 @@ def main(cfg: Config) -> dict:
     checkpoint = load_checkpoint(out) if cfg.resume else None
     set_seed(cfg.seed)  # the head's init and dropout must not depend on which stages this run did (resume skips some)
     model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft).to(device).train()
+    train_model = distributed.ddp(model, device, find_unused_parameters=True)  # an untied LM head gets no gradient
     if cfg.rm_loss == "bt":
         examples = [(p.prompt, p.chosen, p.rejected) for p in train_pairs]
     else:
         examples = [(s.prompt, s.response, float(s.score >= cfg.bce_threshold)) for s in train_samples]
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
+    global_batch = cfg.batch_size * world  # under torchrun: --batch-size per process, full global batches only
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size) if world == 1 else len(examples) // global_batch
+    if steps_per_epoch == 0:
+        raise InputError(f"{len(examples)} training examples, fewer than the global batch (--batch-size "
+                         f"{cfg.batch_size} x {world} processes); lower --batch-size")
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
     start = 0
     if checkpoint is not None:
-        state = checkpoint[1]
+        state = distributed.own_rank_state(checkpoint[1])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scheduler.base_lrs[0] != cfg.lr:  # resumed with another --lr (e.g. after a non-finite loss): use it
@@ -254,25 +282,27 @@ def main(cfg: Config) -> dict:
         set_rng_state(state["rng"])
         start = state["step"]
         print(f"resumed reward-model training at step {start}")
-    logger = JsonlLogger(out / "metrics.jsonl")
+    elif world > 1:
+        set_seed(cfg.seed + rank * 100003)  # each rank its own dropout noise (the init above is the same everywhere)
+    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull)  # rank 0 logs
 
     def save_model(directory: Path) -> None:
         model.save_pretrained(directory)
         tokenizer.save(directory)
 
     bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=f"reward model ({cfg.rm_loss})",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not distributed.is_main())
     for step in bar:
         epoch, pos = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
-        batch = [examples[i] for i in perm[pos * cfg.batch_size : (pos + 1) * cfg.batch_size]]
+        batch = [examples[i] for i in distributed.shard(perm[pos * global_batch : (pos + 1) * global_batch])]
         if cfg.rm_loss == "bt":
             # chosen and rejected in one forward pass: rows [0, n) chosen, [n, 2n) rejected
             prompts_, responses_ = [b[0] for b in batch] * 2, [b[1] for b in batch] + [b[2] for b in batch]
         else:
             prompts_, responses_ = [b[0] for b in batch], [b[1] for b in batch]
         with autocast(device):
-            r = model.raw_reward(*encode_batch(tokenizer, prompts_, responses_, cfg, device)).float()
+            r = train_model(*encode_batch(tokenizer, prompts_, responses_, cfg, device), normalise=False).float()
         if cfg.rm_loss == "bt":
             chosen, rejected = r[: len(batch)], r[len(batch):]
             loss = bradley_terry_loss(chosen, rejected)
@@ -286,16 +316,23 @@ def main(cfg: Config) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        if not math.isfinite(loss.item()):
-            raise RunStopped(f"step {step}: reward-model loss is {loss.item()}; {resume_hint(out)}")
-        logger.log(step=step + 1, loss=loss.item(), accuracy=acc, lr=scheduler.get_last_lr()[0])
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.2f}")
+        loss_value, acc = distributed.all_reduce_mean([loss.item(), acc])  # over the global batch
+        if not math.isfinite(loss_value):
+            raise RunStopped(f"step {step}: reward-model loss is {loss_value}; {resume_hint(out)}")
+        logger.log(step=step + 1, loss=loss_value, accuracy=acc, lr=scheduler.get_last_lr()[0])
+        bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.2f}")
         if (step + 1) % cfg.save_every == 0:
-            save_checkpoint(out, save_model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                              "step": step + 1, "rng": rng_state(), "config": asdict(cfg)})
+            state = distributed.with_rank_states({"optimizer": optimizer.state_dict(), "step": step + 1,
+                                                  "scheduler": scheduler.state_dict(), "config": asdict(cfg)},
+                                                 {"rng": rng_state()})  # per rank
+            if distributed.is_main():
+                save_checkpoint(out, save_model, state)
         debug_kill_point(step + 1)
     bar.close()
     model.eval()
+    if not distributed.is_main():  # rank 0 normalises, measures and saves
+        distributed.cleanup()
+        return {}
 
     # ---- 5. normalise on the training responses, 6. measure on held-out prompts ----
     raw_train = rewards_of(model, tokenizer, [s.prompt for s in train_samples], [s.response for s in train_samples],
@@ -312,12 +349,13 @@ def main(cfg: Config) -> dict:
     write_dir_atomic(out / "model", save_model)
     summary = {"heldout_pair_accuracy": heldout_acc, "heldout_pearson_reward_vs_judge": corr,
                "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs), "samples": len(samples),
-               "judge": judge.name, "score_stats": stats, "rm_loss": cfg.rm_loss,
+               "judge": judge_name, "score_stats": stats, "rm_loss": cfg.rm_loss,
                "seconds": round(time.time() - t0, 1)}
     write_json_atomic(summary, out / "summary.json")
     logger.close()
     print(f"reward model: held-out pair accuracy {heldout_acc:.3f}, Pearson(reward, judge score) {corr:.3f} "
           f"on {len(test_samples)} held-out samples; saved to {out / 'model'}")
+    distributed.cleanup()
     return summary
 
 

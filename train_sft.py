@@ -228,8 +228,9 @@ def main(cfg: Config) -> dict:
             logger.log(**row, tokens_per_s=tokens_seen / (time.time() - t0))
         bar.set_postfix(loss=f"{step_loss:.3f}", **({"eval": f"{row['eval_loss']:.3f}"} if "eval_loss" in row else {}))
         if done % cfg.save_every == 0 or done == total_steps:
-            state = distributed.with_rank_states({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                                  "step": done, "config": asdict(cfg)}, {"rng": rng_state()})
+            state = distributed.with_rank_states({"optimizer": optimizer.state_dict(), "step": done,
+                                                  "scheduler": scheduler.state_dict(), "config": asdict(cfg)},
+                                                 {"rng": rng_state()})  # per rank
             if distributed.is_main():
                 save_checkpoint(out, save_model, state)
         debug_kill_point(done)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
@@ -17,6 +18,12 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device |
         ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
         mask[i, : len(s)] = 1
     return ids.to(device), mask.to(device)
+
+
+def cat_padded(tensors: Sequence[torch.Tensor], value: float = 0) -> torch.Tensor:
+    """(B_i, L_i, ...) tensors concatenated along dim 0, dim 1 right-padded with `value` to the longest L_i."""
+    width = max(t.shape[1] for t in tensors)
+    return torch.cat([F.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1]), value=value) for t in tensors])
 
 
 def chunks(items: Sequence, size: int):

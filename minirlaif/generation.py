@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from minirlaif.distributed import unwrap
 from minirlaif.losses import logprobs_from_logits
 from minirlaif.policy import Seq2SeqPolicy
 
@@ -100,7 +101,8 @@ def response_logprobs(
 
     Position 0 (the first generated token, predicted from the start token) is included.
     """
-    logits, values = policy(input_ids, attention_mask, policy.decoder_inputs(tokens), decoder_attention_mask=None)
+    decoder_inputs = unwrap(policy).decoder_inputs(tokens)  # `policy` may be a DDP / torch.compile wrapper
+    logits, values = policy(input_ids, attention_mask, decoder_inputs, decoder_attention_mask=None)
     if temperature != 1.0:
         logits = logits / temperature
     logp = logprobs_from_logits(logits, tokens)  # (B, T)

@@ -12,6 +12,7 @@ and `policy.json` (preset and vocabulary facts).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -71,6 +72,39 @@ class Seq2SeqPolicy(nn.Module):
         hidden = out.decoder_hidden_states[-1]  # (B, T, H), after the final layer norm
         values = self.value_head(hidden).squeeze(-1).float()  # (B, T)
         return out.logits.float(), values
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Keep only each transformer layer's input in the forward pass and recompute the layer in backward:
+        activation memory of about one layer instead of all of them, for about one more forward pass."""
+        kwargs = {"use_reentrant": False}  # the variant that works under DDP and torch.compile
+        if hasattr(self.backbone, "activation_checkpointing_enable"):  # the name since transformers 5
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    @contextlib.contextmanager
+    def checkpointing_in_eval_mode(self):
+        """transformers recomputes a layer in backward only while the layer is in training mode, and PPO keeps
+        the policy in eval mode (no dropout). Inside this context the checkpointed layers alone are flagged as
+        training: their dropout and attention submodules stay in eval mode, so no number changes. Sampling
+        happens outside it. A no-op when gradient checkpointing is off."""
+        try:
+            from transformers.modeling_layers import GradientCheckpointingLayer
+        except ImportError:  # older transformers checkpoint whole stacks
+            GradientCheckpointingLayer = ()
+        layers = [m for m in self.backbone.modules()
+                  if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing and not m.training]
+        if not layers and not self.training and any(getattr(m, "gradient_checkpointing", False) is True
+                                                    for m in self.backbone.modules()):
+            raise InputError("gradient checkpointing of a policy in eval mode needs a transformers release with "
+                             "modeling_layers.GradientCheckpointingLayer; upgrade it or drop --grad-checkpointing")
+        for m in layers:
+            m.training = True
+        try:
+            yield
+        finally:
+            for m in layers:
+                m.training = False
 
     def decoder_inputs(self, responses: torch.Tensor) -> torch.Tensor:
         """[start] + y_<T (B, T): the teacher-forcing input for response ids (B, T)."""

@@ -59,9 +59,10 @@ class RewardModel(nn.Module):
         h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         return self.head(h_last).squeeze(-1).float()  # (B,)
 
-    def forward(self, input_ids, attention_mask, responses, response_mask) -> torch.Tensor:
-        """Normalised reward (B,) = gain * raw + bias."""
-        return self.gain * self.raw_reward(input_ids, attention_mask, responses, response_mask) + self.bias
+    def forward(self, input_ids, attention_mask, responses, response_mask, normalise: bool = True) -> torch.Tensor:
+        """Normalised reward (B,) = gain * raw + bias; the raw reward with normalise=False (training, e.g. via DDP)."""
+        raw = self.raw_reward(input_ids, attention_mask, responses, response_mask)
+        return self.gain * raw + self.bias if normalise else raw
 
     @torch.no_grad()
     def fit_normalisation(self, raw_rewards: torch.Tensor) -> None:

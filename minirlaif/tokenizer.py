@@ -55,6 +55,9 @@ class SentencePieceTokenizer(Tokenizer):
         self.pad_id, self.eos_id = self.sp.pad_id(), self.sp.eos_id()
         self.vocab_size = self.sp.get_piece_size()
 
+    def __reduce__(self):  # picklable (e.g. sent from rank 0 to the other torchrun ranks): the model bytes
+        return SentencePieceTokenizer, (self.model_proto,)
+
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 2000) -> "SentencePieceTokenizer":
         """Train on `texts` (instructions and programs). `vocab_size` is a soft upper bound."""
