@@ -140,9 +140,12 @@ def main(cfg: Config) -> dict:
         tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
         policy = Seq2SeqPolicy.from_pretrained(cfg.model)
     else:
-        corpus = [format_prompt(r) for r in train_records] + [format_target(r, cfg.with_api_call) for r in train_records]
-        tokenizer = distributed.broadcast_object(  # trained once, on rank 0
-            SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size) if distributed.is_main() else None)
+        if cfg.tokenizer:  # a given tokenizer for a model built from --preset
+            tokenizer = load_tokenizer(cfg.tokenizer)
+        else:
+            corpus = [format_prompt(r) for r in train_records] + [format_target(r, cfg.with_api_call) for r in train_records]
+            tokenizer = distributed.broadcast_object(  # trained once, on rank 0
+                SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size) if distributed.is_main() else None)
         set_seed(cfg.seed)  # the model init must not depend on how much randomness the tokenizer used
         policy = Seq2SeqPolicy.from_preset(cfg.preset, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id)
     tok_name = f"tokenizer {cfg.tokenizer or cfg.model or '(trained here)'} on --data {cfg.data}"

@@ -68,3 +68,17 @@ def test_bad_data_exits_2_with_clear_message(tiny, tmp_path):
     assert r.returncode == 2
     assert "bad.json:2" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o" / "model").exists()
+
+
+def test_given_tokenizer_is_used_with_a_preset(tiny, tmp_path):
+    from minirlaif.tokenizer import SentencePieceTokenizer, load_tokenizer
+    from tiny_data import tiny_records
+
+    recs = tiny_records(64)
+    tok = SentencePieceTokenizer.train([r.instruction for r in recs] + [r.code for r in recs], vocab_size=400)
+    tok.save(tmp_path / "tok")
+    cfg = train_sft.parse_config(train_sft.Config, "", sft_args(tiny, tmp_path / "run", "--max-steps", "2",
+                                                                 "--tokenizer", str(tmp_path / "tok")))
+    train_sft.main(cfg)
+    saved = load_tokenizer(tmp_path / "run" / "model")
+    assert saved.model_proto == tok.model_proto  # not a freshly trained one (that would have vocab 300)
