@@ -51,6 +51,8 @@ class Config:
     max_prompt_len: int = field(64, "encoder tokens kept")
     batch_size: int = field(64, "prompts per generation batch")
     exec_mode: str = field("auto", "executability: run (sandbox), static, or auto (run for builtin data)")
+    hub: str = field("auto", "how AST matching reads the API database: auto (from --data), builtin, huggingface, "
+                     "torchhub, tensorflowhub", choices=["auto", "builtin", "huggingface", "torchhub", "tensorflowhub"])
     workers: int = field(0, "sandbox worker processes (0 = one per CPU core)")
     timeout: float = field(5.0, "seconds per program in the sandbox")
     out: str = field("runs/eval", "folder for summary.json and per-example JSONL")
@@ -122,6 +124,8 @@ def main(cfg: Config) -> dict:
         write_jsonl_atomic(rows, out / f"{name}.examples.jsonl")
     else:
         data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
+        if cfg.hub != "auto":
+            data.hub = cfg.hub
         records = data.eval[: cfg.limit] if cfg.limit else data.eval
         exec_mode = ("run" if data.hub == "builtin" else "static") if cfg.exec_mode == "auto" else cfg.exec_mode
         models = [m for m in cfg.models.split(",") if m] or [m for m in DEFAULT_MODELS if Path(m, "model").exists()]
