@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from minirlaif import distributed
 from minirlaif.batching import pad_right
-from minirlaif.checkpoint import load_checkpoint, model_dir, resume_hint, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import load_checkpoint, restore_optimizer, model_dir, resume_hint, save_checkpoint, write_dir_atomic
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
@@ -272,13 +272,7 @@ def main(cfg: Config) -> dict:
     start = 0
     if checkpoint is not None:
         state = distributed.own_rank_state(checkpoint[1])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scheduler.base_lrs[0] != cfg.lr:  # resumed with another --lr (e.g. after a non-finite loss): use it
-            print(f"--lr {cfg.lr} replaces the checkpoint's {scheduler.base_lrs[0]}")
-            scheduler.base_lrs = [cfg.lr] * len(scheduler.base_lrs)
-            for group in optimizer.param_groups:
-                group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * (1.0 - scheduler.last_epoch / total_steps)
+        restore_optimizer(state, optimizer, scheduler, cfg.lr, lambda s: 1.0 - s / total_steps)
         set_rng_state(state["rng"])
         start = state["step"]
         print(f"resumed reward-model training at step {start}")
