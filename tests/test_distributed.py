@@ -24,9 +24,8 @@ from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.losses import gae, masked_mean, masked_var, masked_whiten
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.ppo import PPOConfig, Rollout, gather, rollout, update
-from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import SentencePieceTokenizer
-from tiny_data import write_tiny
+from tiny_data import tiny_models, write_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
@@ -118,14 +117,6 @@ def test_collectives_and_global_whitening_on_two_processes():
 
 
 # ---- PPO: the update of a global batch split over 2 processes == the update of that batch in one ---------------
-def tiny_models(seed=0):
-    torch.manual_seed(seed)
-    policy = Seq2SeqPolicy.from_preset("tiny", vocab_size=200, pad_id=0, eos_id=1).eval()
-    ref = copy.deepcopy(policy).requires_grad_(False)
-    rm = RewardModel(copy.deepcopy(policy.backbone)).eval().requires_grad_(False)
-    return policy, ref, rm
-
-
 def tiny_prompts(b=8, s=10):
     ids = torch.randint(3, 200, (b, s), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)

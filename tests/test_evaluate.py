@@ -5,21 +5,17 @@ import json
 import pytest
 
 import evaluate
-import train_sft
 from minirlaif.data import load_apibench
 from minirlaif.metrics import codebleu, rouge_l
 from minirlaif.sandbox import run_program
-from tiny_data import write_tiny
+from tiny_data import train_tiny_sft, write_tiny
 
 
 @pytest.fixture(scope="module")
 def sft_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("eval")
     tiny = write_tiny(base / "data")
-    args = ["--data", str(tiny["train"]), "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]),
-            "--out", str(base / "sft"), "--batch-size", "8", "--vocab-size", "300", "--samples", "0",
-            "--max-steps", "150", "--lr", "3e-3", "--device", "cpu"]
-    train_sft.main(train_sft.parse_config(train_sft.Config, "", args))
+    train_tiny_sft(base / "sft", tiny, "--max-steps", "150", "--lr", "3e-3")
     return base, tiny
 
 

@@ -1,4 +1,3 @@
-import copy
 import os
 import subprocess
 import sys
@@ -9,20 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from minirlaif.generation import response_logprobs
-from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
-from tiny_data import write_tiny
+from tiny_data import tiny_models, train_tiny_sft, write_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def models(seed=0):
-    torch.manual_seed(seed)
-    policy = Seq2SeqPolicy.from_preset("tiny", vocab_size=200, pad_id=0, eos_id=1).eval()
-    ref = copy.deepcopy(policy).requires_grad_(False)
-    rm = RewardModel(copy.deepcopy(policy.backbone)).eval().requires_grad_(False)
-    return policy, ref, rm
 
 
 def prompts(b=8, s=10):
@@ -33,7 +23,7 @@ def prompts(b=8, s=10):
 
 
 def test_one_iteration_changes_weights_and_kl_starts_at_zero():
-    policy, ref, rm = models()
+    policy, ref, rm = tiny_models()
     ids, mask = prompts()
     cfg = PPOConfig(max_new_tokens=12, ppo_epochs=2, minibatch_size=4)
     batch = rollout(policy, ref, rm, ids, mask, beta=0.1, cfg=cfg, eos_id=1, pad_id=0,
@@ -52,7 +42,7 @@ def test_one_iteration_changes_weights_and_kl_starts_at_zero():
 
 
 def test_first_response_token_gets_gradient():
-    policy, ref, rm = models(1)
+    policy, ref, rm = tiny_models(1)
     ids, mask = prompts(4)
     cfg = PPOConfig(max_new_tokens=8)
     batch = rollout(policy, ref, rm, ids, mask, 0.1, cfg, 1, 0, torch.Generator().manual_seed(1))
@@ -67,7 +57,7 @@ def test_first_response_token_gets_gradient():
 
 
 def test_eos_penalty_replaces_score_of_unfinished():
-    policy, ref, rm = models(2)
+    policy, ref, rm = tiny_models(2)
     ids, mask = prompts(6)
     cfg = PPOConfig(max_new_tokens=3, missing_eos_penalty=-7.0)  # 3 tokens: most responses are cut
     batch = rollout(policy, ref, rm, ids, mask, 0.0, cfg, 1, 0, torch.Generator().manual_seed(0))
@@ -78,14 +68,9 @@ def test_eos_penalty_replaces_score_of_unfinished():
 
 @pytest.fixture(scope="module")
 def sft_and_rm(tmp_path_factory):
-    import train_sft
-
     base = tmp_path_factory.mktemp("ppo")
     tiny = write_tiny(base / "data")
-    args = ["--data", str(tiny["train"]), "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]),
-            "--out", str(base / "sft"), "--batch-size", "8", "--vocab-size", "300", "--samples", "0",
-            "--max-steps", "30", "--device", "cpu"]
-    train_sft.main(train_sft.parse_config(train_sft.Config, "", args))
+    train_tiny_sft(base / "sft", tiny, "--max-steps", "30")
     rm = RewardModel.from_pretrained(base / "sft" / "model")
     rm.save_pretrained(base / "rm" / "model")
     return base, tiny

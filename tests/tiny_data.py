@@ -44,3 +44,34 @@ def write_tiny(folder: Path, n_train: int = 64, n_eval: int = 16) -> dict[str, P
     write_apibench(tiny_records(n_eval, seed=1), paths["eval"])
     write_api_database([api_entry(n, m, d, c) for n, m, d, _, c in APIS], paths["api"])
     return paths
+
+
+def data_args(paths: dict[str, Path]) -> list[str]:
+    """The --data / --eval-data / --api-db flags for a `write_tiny` folder."""
+    return ["--data", str(paths["train"]), "--eval-data", str(paths["eval"]), "--api-db", str(paths["api"])]
+
+
+def train_tiny_sft(out: Path, paths: dict[str, Path], *extra: str) -> Path:
+    """A tiny SFT run on `write_tiny` data, in process (tiny preset, 300-token vocabulary, CPU)."""
+    import train_sft
+
+    args = [*data_args(paths), "--out", str(out), "--batch-size", "8", "--vocab-size", "300", "--samples", "0",
+            "--device", "cpu", *extra]
+    train_sft.main(train_sft.parse_config(train_sft.Config, "", args))
+    return out
+
+
+def tiny_models(seed: int = 0, vocab_size: int = 200):
+    """A random tiny policy, a frozen copy as reference, and a reward model on another copy."""
+    import copy
+
+    import torch
+
+    from minirlaif.policy import Seq2SeqPolicy
+    from minirlaif.reward_model import RewardModel
+
+    torch.manual_seed(seed)
+    policy = Seq2SeqPolicy.from_preset("tiny", vocab_size=vocab_size, pad_id=0, eos_id=1).eval()
+    ref = copy.deepcopy(policy).requires_grad_(False)
+    rm = RewardModel(copy.deepcopy(policy.backbone)).eval().requires_grad_(False)
+    return policy, ref, rm
