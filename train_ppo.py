@@ -48,7 +48,7 @@ class Config:
     minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of them)")
     gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)")
     ppo_epochs: int = field(4, "passes over each batch")
-    lr: float = field(1e-4, "learning rate (AdamW, constant)")
+    lr: float = field(5e-5, "learning rate (AdamW, constant)")
     temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)")
     max_new_tokens: int = field(128, "response length limit")
     max_prompt_len: int = field(64, "encoder tokens kept")
@@ -150,7 +150,7 @@ def main(cfg: Config) -> dict:
 
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
     prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in with_code(data.train)]
-    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull)  # rank 0 logs
+    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull, start, key="iteration")
     if distributed.is_main():
         write_json_atomic(asdict(cfg), out / "args.json")
     print(f"PPO: {len(prompts)} prompts, {cfg.iterations} iterations x {cfg.rollouts} rollouts on {device}"

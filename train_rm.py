@@ -4,7 +4,7 @@
     2. a judge answers 8 yes/no questions about each; score = weighted P(good) -> OUT/scored.jsonl
        (every answer cached in OUT/feedback/cache.jsonl as it arrives)
     3. pairs (chosen, rejected) whose score gap exceeds --margin             -> OUT/pairs.jsonl
-    4. reward model = SFT backbone + scalar head at EOS, trained with
+    4. reward model = SFT backbone + scalar head on the mean decoder state (--pooling), trained with
        loss = mean over pairs of -log sigmoid(r(x, y_chosen) - r(x, y_rejected))
     5. normalise: reward = gain * raw + bias, mean 0 / std 1 on the training responses
 
@@ -72,9 +72,12 @@ class Config:
     rm_loss: str = field("bt", "bt (Bradley-Terry on pairs) or bce (pointwise: score >= --bce-threshold)",
                          choices=["bt", "bce"])
     bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)")
+    pooling: str = field("mean", "where the reward head reads the decoder: mean (over the response's tokens) or eos "
+                         "(its last token); see README: mean learns the judge far better on the tiny preset",
+                         choices=["eos", "mean"])
     epochs: int = field(6, "passes over the training pairs")
     batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)")
-    lr: float = field(1e-3, "learning rate (AdamW, linear decay to 0)")
+    lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)")
     save_every: int = field(50, "steps between resumable checkpoints")
     seed: int = field(0, "seed for prompt choice, sampling, split and batch order")
     device: str = field("auto", "auto, cpu, cuda, cuda:N")
@@ -255,7 +258,7 @@ def main(cfg: Config) -> dict:
     tokenizer = load_tokenizer(sft)
     checkpoint = load_checkpoint(out) if cfg.resume else None
     set_seed(cfg.seed)  # the head's init and dropout must not depend on which stages this run did (resume skips some)
-    model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft).to(device).train()
+    model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft, cfg.pooling).to(device).train()
     train_model = distributed.ddp(model, device, find_unused_parameters=True)  # an untied LM head gets no gradient
     if cfg.rm_loss == "bt":
         examples = [(p.prompt, p.chosen, p.rejected) for p in train_pairs]
@@ -278,7 +281,7 @@ def main(cfg: Config) -> dict:
         print(f"resumed reward-model training at step {start}")
     elif world > 1:
         set_seed(cfg.seed + rank * 100003)  # each rank its own dropout noise (the init above is the same everywhere)
-    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull)  # rank 0 logs
+    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull, start)  # rank 0 logs
 
     def save_model(directory: Path) -> None:
         model.save_pretrained(directory)

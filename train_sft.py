@@ -180,9 +180,7 @@ def main(cfg: Config) -> dict:
         set_rng_state(state["rng"])
         start_step = state["step"]
         print(f"resumed from {out}/checkpoint at step {start_step}")
-    elif distributed.is_main() and out.joinpath("metrics.jsonl").exists():
-        out.joinpath("metrics.jsonl").unlink()  # a fresh run starts a fresh log
-    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull)  # rank 0 logs
+    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull, start_step)  # rank 0 logs
     if distributed.is_main():
         write_json_atomic(asdict(cfg), out / "args.json")
     print(f"SFT: {len(train_pairs)} train / {len(eval_pairs)} eval examples, {count_parameters(policy):,} "

@@ -1,11 +1,14 @@
-"""The reward model: the seq2seq backbone (initialised from SFT) plus a scalar head read at EOS.
+"""The reward model: the seq2seq backbone (initialised from SFT) plus a scalar head.
 
     encoder(instruction), decoder([start] + y) -> h_t (B, T, H)
-    raw r(x, y) = w . h_eos + b          (h at the response's last real token, its EOS)
+    raw r(x, y) = w . h + b, where h is   (pooling="eos")  h at the response's last real token, its EOS
+                                          (pooling="mean") the mean of h_t over the response's real tokens
     reward      = gain * raw + bias      (gain, bias fitted after training: mean 0, std 1 on the
                                           training responses; N-implementation-details #9)
 
-The head starts at N(0, 1/sqrt(d_model + 1)) with bias 0 (N+ details #10). The language-model
+The head starts at N(0, 1/sqrt(d_model + 1)) with bias 0 (N+ details #10). Reading at EOS is the
+usual choice for large backbones; mean pooling lets every token's state vote, which a shallow decoder
+that must gather a whole program into one position may need. The language-model
 head of the backbone is kept (so `from_pretrained` of an SFT folder just works) but never used.
 """
 
@@ -21,13 +24,17 @@ from torch import nn
 from minirlaif.errors import InputError
 
 HEAD_FILE = "reward_head.safetensors"
-NORM_FILE = "reward_norm.json"
+NORM_FILE = "reward_norm.json"  # gain, bias and pooling
+POOLINGS = ("eos", "mean")
 
 
 class RewardModel(nn.Module):
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: nn.Module, pooling: str = "eos"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.backbone = backbone
+        self.pooling = pooling
         d_model = backbone.config.d_model
         self.head = nn.Linear(d_model, 1)
         nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d_model + 1))
@@ -47,7 +54,7 @@ class RewardModel(nn.Module):
         responses: torch.Tensor,  # (B, T) right-padded response ids (EOS included when present)
         response_mask: torch.Tensor,  # (B, T) 1 = real response token
     ) -> torch.Tensor:
-        """Unnormalised scalar reward (B,), read at each response's last real token."""
+        """Unnormalised scalar reward (B,) from each response's EOS state or its mean state (see `pooling`)."""
         start = torch.full_like(responses[:, :1], self.decoder_start_id)
         decoder_input = torch.cat([start, responses], dim=1)  # (B, T+1): position t+1 has read y_0..y_t
         encoded = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
@@ -55,9 +62,13 @@ class RewardModel(nn.Module):
             input_ids=decoder_input, encoder_hidden_states=encoded.last_hidden_state,
             encoder_attention_mask=attention_mask, use_cache=False, return_dict=True,
         ).last_hidden_state  # (B, T+1, H)
-        last = response_mask.long().sum(dim=1)  # (B,) index in decoder_input of the last real token
-        h_last = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
-        return self.head(h_last).squeeze(-1).float()  # (B,)
+        if self.pooling == "mean":
+            mask = response_mask[:, :, None].to(hidden.dtype)  # (B, T, 1): hidden[:, t+1] has read y_t
+            pooled = (hidden[:, 1:] * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, H)
+        else:
+            last = response_mask.long().sum(dim=1)  # (B,) index in decoder_input of the last real token
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
+        return self.head(pooled).squeeze(-1).float()  # (B,)
 
     def forward(self, input_ids, attention_mask, responses, response_mask, normalise: bool = True) -> torch.Tensor:
         """Normalised reward (B,) = gain * raw + bias; the raw reward with normalise=False (training, e.g. via DDP)."""
@@ -79,15 +90,17 @@ class RewardModel(nn.Module):
         self.backbone.save_pretrained(str(directory))
         save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
                   str(directory / HEAD_FILE))
-        (directory / NORM_FILE).write_text(json.dumps({"gain": float(self.gain), "bias": float(self.bias)}) + "\n")
+        (directory / NORM_FILE).write_text(json.dumps({"gain": float(self.gain), "bias": float(self.bias),
+                                                          "pooling": self.pooling}) + "\n")
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "RewardModel":
-        """Load a reward model folder, or start a new head on any seq2seq folder (e.g. runs/sft/model)."""
+    def from_pretrained(cls, path: str | Path, pooling: str = "eos") -> "RewardModel":
+        """Load a reward model folder (its saved pooling wins), or start a new head with `pooling` on any
+        seq2seq folder (e.g. runs/sft/model)."""
         from transformers import AutoModelForSeq2SeqLM
 
         try:
-            model = cls(AutoModelForSeq2SeqLM.from_pretrained(str(path)))
+            model = cls(AutoModelForSeq2SeqLM.from_pretrained(str(path)), pooling)
         except (OSError, ValueError) as e:
             raise InputError(f"{path}: cannot load a seq2seq model for the reward model ({e})") from e
         path = Path(path)
@@ -98,6 +111,9 @@ class RewardModel(nn.Module):
             try:
                 norm = json.loads((path / NORM_FILE).read_text())
                 gain, bias = float(norm["gain"]), float(norm["bias"])
+                model.pooling = norm.get("pooling", "eos")  # folders written before pooling existed: EOS
+                if model.pooling not in POOLINGS:
+                    raise ValueError(f"pooling {model.pooling!r} is not one of {POOLINGS}")
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise InputError(f"{path / NORM_FILE}: missing or unreadable ({type(e).__name__}: {e}); "
                                  "train_rm.py writes it next to the head: copy the whole model folder") from None

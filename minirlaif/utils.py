@@ -100,10 +100,28 @@ def write_json_atomic(obj: Any, path: str | Path) -> None:
 
 
 class JsonlLogger:
-    """Appends one JSON object per line (flushed), e.g. runs/sft/metrics.jsonl."""
+    """Appends one JSON object per line (flushed), e.g. runs/sft/metrics.jsonl.
 
-    def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    A run that starts at `start` (its checkpoint's step or iteration under `key`; 0 for a fresh run)
+    first drops the rows it is about to redo (a fresh run: all of them), so the log has each step once.
+    """
+
+    def __init__(self, path: str | Path, start: int = 0, key: str = "step"):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.is_file() and start > 0:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a torn last line from a kill
+                    continue
+                if isinstance(row, dict) and row.get(key, 0) <= start:
+                    kept.append(line + "\n")
+        if path.is_file():
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, path)
         self.f = open(path, "a", encoding="utf-8")
 
     def log(self, **row: Any) -> None:

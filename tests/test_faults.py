@@ -165,6 +165,9 @@ def test_train_rm_killed_in_every_stage_resumes_to_the_uninterrupted_result(base
     assert (out / "model" / "reward_norm.json").read_text() == (tmp_path / "full" / "model" / "reward_norm.json").read_text()
     for name in ("samples.jsonl", "pairs.jsonl", "heldout_pairs.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+    # step 3 was logged before the kill and redone after it: the log has it once, with the same loss
+    logged = [[(r["step"], r["loss"]) for r in map(json.loads, open(d / "metrics.jsonl"))] for d in (tmp_path / "full", out)]
+    assert logged[0] == logged[1]
 
 
 # ---- 2. non-finite losses ------------------------------------------------------------------------------------

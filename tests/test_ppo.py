@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -90,11 +91,15 @@ def test_train_ppo_kill_and_resume_equals_uninterrupted(sft_and_rm, tmp_path):
     full = run_ppo(base, tiny, tmp_path / "full", "--plot")
     assert full.returncode == 0, full.stderr[-2000:]
     assert (tmp_path / "full" / "curves.png").stat().st_size > 1000
-    killed = run_ppo(base, tiny, tmp_path / "k", env={"MINIRLAIF_KILL_AT_STEP": "2"})
+    # killed after iteration 3, whose checkpoint (every 2) is iteration 2: iteration 3 is logged, then redone
+    killed = run_ppo(base, tiny, tmp_path / "k", "--save-every", "2", env={"MINIRLAIF_KILL_AT_STEP": "3"})
     assert killed.returncode == -9
-    resumed = run_ppo(base, tiny, tmp_path / "k", "--resume")
+    resumed = run_ppo(base, tiny, tmp_path / "k", "--save-every", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "iteration 2" in resumed.stdout
+    logged = [[(r["iteration"], r["score"], r["kl"]) for r in map(json.loads, open(tmp_path / run / "metrics.jsonl"))]
+              for run in ("full", "k")]
+    assert logged[0] == logged[1]  # each iteration once, with the same numbers
     a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "k" / "model" / "model.safetensors"))
     for k in a:

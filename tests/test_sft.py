@@ -42,7 +42,7 @@ def run_script(args, env_extra=None):
 
 @pytest.mark.slow
 def test_kill_and_resume_equals_uninterrupted(tiny, tmp_path):
-    common = ["--max-steps", "7", "--save-every", "2", "--eval-every", "3", "--grad-accum", "2"]
+    common = ["--max-steps", "7", "--save-every", "2", "--eval-every", "3", "--grad-accum", "2", "--log-every", "1"]
     full = run_script(sft_args(tiny, tmp_path / "full", *common))
     assert full.returncode == 0, full.stderr[-2000:]
 
@@ -52,6 +52,10 @@ def test_kill_and_resume_equals_uninterrupted(tiny, tmp_path):
     resumed = run_script(sft_args(tiny, tmp_path / "killed", *common, "--resume"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout and "step 4" in resumed.stdout
+    # the log has each step once (step 5 was logged, then redone after the resume), with the same losses
+    logged = [[(r["step"], r["loss"]) for r in map(json.loads, open(tmp_path / run / "metrics.jsonl"))]
+              for run in ("full", "killed")]
+    assert logged[0] == logged[1] and [s for s, _ in logged[0]] == list(range(1, 8))
 
     a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model" / "model.safetensors"))
