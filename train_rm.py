@@ -143,7 +143,7 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
 
 # ---- stage 2: judge ----------------------------------------------------------------------------------
 def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str, float], out: Path,
-                device) -> tuple[list[ScoredSample], str]:
+                device, cache: FeedbackCache) -> tuple[list[ScoredSample], str]:
     """Every sample scored by the judge (answers cached one by one): (scored samples, judge name)."""
     try:
         if cfg.judge == "analyzer":
@@ -155,8 +155,7 @@ def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str,
             judge = make_judge("hf", path=cfg.judge_model, device=str(device))
         items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
                       records[r["index"]]) for r in rows]
-        with FeedbackCache(out / "feedback" / "cache.jsonl") as cache:
-            feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
+        feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
     except JudgeError as e:
         raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
                          "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
@@ -214,7 +213,10 @@ def main(cfg: Config) -> dict:
     rank, world, _, device = distributed.setup(cfg.device, timeout_minutes=24 * 60)
     if distributed.is_main():
         check_writable(out)
-    weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
+    weights = parse_weights(cfg.weights)
+    # Opened (and locked) before any work: a second run on the same folder stops here, before it touches
+    # samples.jsonl. Rank 0 alone judges.
+    cache = FeedbackCache(out / "feedback" / "cache.jsonl") if distributed.is_main() else None  # a bad --weights or --sft fails before any work
     model_dir(cfg.sft)
     quiet_transformers()
     set_seed(cfg.seed)
@@ -234,7 +236,9 @@ def main(cfg: Config) -> dict:
 
     # ---- 2. judge (cached answer by answer; under torchrun rank 0 asks, the other ranks wait for its scores) ----
     samples, judge_name = distributed.broadcast_object(
-        judge_stage(cfg, data, records, rows, weights, out, device) if distributed.is_main() else None)
+        judge_stage(cfg, data, records, rows, weights, out, device, cache) if distributed.is_main() else None)
+    if cache is not None:
+        cache.close()
 
     # ---- 3. pairs, split by prompt ----
     prompts = sorted({s.prompt for s in samples})

@@ -131,7 +131,7 @@ def test_train_rm_killed_in_every_stage_resumes_to_the_uninterrupted_result(base
 
     assert r.returncode == -9, r.stderr[-3000:]
     assert (out / "samples.jsonl").read_text().splitlines(keepends=True) == full_samples[:128]
-    assert not (out / "feedback").exists()
+    assert (out / "feedback" / "cache.jsonl").read_bytes() == b""  # opened (locked) at the start, nothing judged
     no_half_written(out)
     with open(out / "samples.jsonl", "a") as f:
         f.write(full_samples[128][:40])  # a torn line, as if killed mid-write
@@ -254,6 +254,21 @@ def test_unwritable_output_folder_fails_before_any_work(base, tmp_path):
         assert r.stdout == "", (script, r.stdout)
         assert blocker.read_text() == "not a folder\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.slow
+def test_second_train_rm_on_a_busy_folder_stops_before_any_work(base, tmp_path):
+    """While one run holds OUT's feedback cache, a second train_rm.py on OUT exits 2 with one line, before it
+    samples (samples.jsonl is not created), and leaves the cache as it was."""
+    from minirlaif.feedback import FeedbackCache
+
+    out = tmp_path / "rm"
+    with FeedbackCache(out / "feedback" / "cache.jsonl"):  # stands in for the first run
+        r = run("train_rm.py", rm_args(base, out, "--prompts", "8"))
+    assert r.returncode == 2, r.stderr[-3000:]
+    msg = one_line_stop(r, "error: ")
+    assert "in use by another process" in msg and "another --out" in msg, msg
+    assert not (out / "samples.jsonl").exists() and (out / "feedback" / "cache.jsonl").read_bytes() == b""
 
 
 # ---- 4. a judge server that misbehaves --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from minirlaif.feedback import QUESTIONS, FeedbackCache, Item, Judge, JudgeError, RawAnswer, cache_key, label
 from minirlaif.feedback.label import to_entry
 from minirlaif.feedback.questions import question_by_id
+from minirlaif.errors import InputError
 
 API = {"domain": "Number theory", "api_call": "math.gcd(a, b)", "api_name": "math.gcd"}
 
@@ -96,7 +97,7 @@ def test_invalid_lines_are_skipped_and_reported(tmp_path):
 
 def test_one_writer_at_a_time(tmp_path):
     with FeedbackCache(tmp_path / "c.jsonl"):
-        with pytest.raises(RuntimeError, match="in use"):
+        with pytest.raises(InputError, match="in use by another process"):
             FeedbackCache(tmp_path / "c.jsonl")
     FeedbackCache(tmp_path / "c.jsonl").close()  # free again once closed
 

@@ -21,6 +21,7 @@ import re
 import threading
 from pathlib import Path
 
+from minirlaif.errors import InputError
 from minirlaif.feedback.questions import Question
 
 try:
@@ -75,7 +76,8 @@ class FeedbackCache:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 self._file.close()
-                raise RuntimeError(f"{self.path}: the feedback cache is in use by another process") from None
+                raise InputError(f"{self.path}: the feedback cache is in use by another process (another run writing to "
+                                 "the same folder?); wait for it to finish or give this run another --out") from None
         self._load()
 
     def _load(self) -> None:
