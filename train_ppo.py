@@ -42,7 +42,7 @@ class Config:
     data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder (prompts come from its train split)")
     eval_data: str = field("", "separate eval file (unused for training; kept for symmetry)")
     api_db: str = field("", "API database for --data files")
-    iterations: int = field(120, "rollout + update iterations")
+    iterations: int = field(80, "rollout + update iterations")
     rollouts: int = field(64, "responses sampled per iteration (the PPO batch; under torchrun the global batch, "
                           "each of N processes samples rollouts / N)")
     minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of them)")
