@@ -48,7 +48,7 @@ class Config:
     minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of them)")
     gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)")
     ppo_epochs: int = field(4, "passes over each batch")
-    lr: float = field(5e-5, "learning rate (AdamW, constant)")
+    lr: float = field(5e-5, "learning rate (AdamW, constant)", positive=True)
     temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)")
     max_new_tokens: int = field(128, "response length limit")
     max_prompt_len: int = field(64, "encoder tokens kept")

@@ -77,7 +77,7 @@ class Config:
                          choices=["eos", "mean"])
     epochs: int = field(6, "passes over the training pairs")
     batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)")
-    lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)")
+    lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)", positive=True)
     save_every: int = field(50, "steps between resumable checkpoints")
     seed: int = field(0, "seed for prompt choice, sampling, split and batch order")
     device: str = field("auto", "auto, cpu, cuda, cuda:N")

@@ -48,7 +48,7 @@ class Config:
     max_steps: int = field(0, "optimizer steps; 0 = from --epochs")
     batch_size: int = field(32, "examples per micro-batch (per process under torchrun)")
     grad_accum: int = field(1, "micro-batches per optimizer step")
-    lr: float = field(2e-3, "peak learning rate (AdamW)")
+    lr: float = field(2e-3, "peak learning rate (AdamW)", positive=True)
     weight_decay: float = field(0.01, "AdamW weight decay")
     warmup_steps: int = field(50, "linear warmup steps, then cosine decay to 10% of --lr")
     grad_clip: float = field(1.0, "max global gradient norm")

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import random
 import sys
@@ -35,9 +36,22 @@ def parse_config(cls: type[C], description: str, argv: list[str] | None = None) 
             kind = {"int": int, "float": float, "str": str}.get(str(f.type), None)
             if kind is None and f.type in (int, float, str):
                 kind = f.type
+            if f.metadata.get("positive"):
+                kind = positive_float
             parser.add_argument(flag, type=kind or str, default=default, help=help_text,
                                 choices=f.metadata.get("choices"))
     return cls(**vars(parser.parse_args(argv)))
+
+
+def positive_float(text: str) -> float:
+    """argparse type for values such as learning rates: a finite number > 0 (nan, inf, 0 are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number greater than 0")
+    return value
 
 
 def field(default: Any, help: str, **kw: Any) -> Any:
