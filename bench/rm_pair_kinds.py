@@ -1,0 +1,65 @@
+"""Held-out pair accuracy of a trained reward model, broken down by what the two programs differ in.
+
+    .venv/bin/python bench/rm_pair_kinds.py runs/rm            # a train_rm.py output folder
+
+Each held-out pair (OUT/heldout_pairs.jsonl) is labelled by the first judge question, in this order, on
+which its chosen and rejected programs disagree (answers from OUT/scored.jsonl): syntax, api_fits,
+api_args, complete ("it runs"), else "other". Accuracy = the fraction of pairs where the reward model
+scores the chosen program higher. Prints a table and writes bench/results/rm_pair_kinds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minirlaif.feedback.pairs import read_pairs, read_scored_samples  # noqa: E402
+from minirlaif.reward_model import RewardModel  # noqa: E402
+from minirlaif.tokenizer import load_tokenizer  # noqa: E402
+from train_rm import Config, rewards_of  # noqa: E402
+
+ORDER = ("syntax", "api_fits", "api_args", "complete")
+
+
+def kind(chosen: dict[str, float], rejected: dict[str, float]) -> str:
+    return next((q for q in ORDER if chosen[q] != rejected[q]), "other")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", help="a train_rm.py output folder (scored.jsonl, heldout_pairs.jsonl, model/)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rm_pair_kinds.json"))
+    args = parser.parse_args()
+    run = Path(args.run)
+    answers = {(s.prompt, s.response): {a.question_id: a.p_good for a in s.feedback.answers}
+               for s in read_scored_samples(run / "scored.jsonl")}
+    pairs = read_pairs(run / "heldout_pairs.jsonl")
+    model = RewardModel.from_pretrained(run / "model").eval()
+    tokenizer = load_tokenizer(run / "model")
+    cfg = Config()  # the default prompt / response lengths, as train_rm.py measures
+    prompts = [p.prompt for p in pairs]
+    chosen = rewards_of(model, tokenizer, prompts, [p.chosen for p in pairs], cfg, "cpu")
+    rejected = rewards_of(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, "cpu")
+    hits: dict[str, list[bool]] = defaultdict(list)
+    for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist()):
+        hits[kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])].append(c > r)
+    table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
+    table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for v in hits.values()) / max(1, len(pairs))}
+    print(f"{run}  pooling={model.pooling}")
+    for k, v in table.items():
+        print(f"  {k:10s} {v['pairs']:5d} pairs  accuracy {v['accuracy']:.3f}")
+    train_kinds = Counter(kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
+                          for p in read_pairs(run / "pairs.jsonl"))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"run": str(run), "pooling": model.pooling, "heldout": table,
+                                          "train_pair_kinds": dict(train_kinds)}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
