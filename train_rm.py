@@ -73,7 +73,7 @@ class Config:
                          choices=["bt", "bce"])
     bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)")
     pooling: str = field("mean", "where the reward head reads the decoder: mean (over the response's tokens) or eos "
-                         "(its last token); see README: mean learns the judge far better on the tiny preset",
+                         "(its last token); README: held-out pair accuracy 0.748 (mean) vs 0.629 (eos, lr 1e-3) on the default run",
                          choices=["eos", "mean"])
     epochs: int = field(6, "passes over the training pairs")
     batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)")
@@ -213,11 +213,11 @@ def main(cfg: Config) -> dict:
     rank, world, _, device = distributed.setup(cfg.device, timeout_minutes=24 * 60)
     if distributed.is_main():
         check_writable(out)
-    weights = parse_weights(cfg.weights)
+    weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
+    model_dir(cfg.sft)
     # Opened (and locked) before any work: a second run on the same folder stops here, before it touches
     # samples.jsonl. Rank 0 alone judges.
-    cache = FeedbackCache(out / "feedback" / "cache.jsonl") if distributed.is_main() else None  # a bad --weights or --sft fails before any work
-    model_dir(cfg.sft)
+    cache = FeedbackCache(out / "feedback" / "cache.jsonl") if distributed.is_main() else None
     quiet_transformers()
     set_seed(cfg.seed)
     if distributed.is_main():
