@@ -9,12 +9,15 @@ so this process is PID 1 of fresh network, mount, PID and IPC namespaces, and st
   1. shapes its filesystem view: private tmpfs on /tmp and /dev/shm, /root and /home hidden behind
      empty tmpfs (with the Python install re-exposed), every other mount remounted read-only,
      /proc remounted with hidepid=2;
-  2. pre-imports numpy and common stdlib modules once (every fork inherits them for free);
-  3. serves requests: one JSON object per line on stdin, one JSON result per line on stdout.
-     For each request it forks a child that drops to a fresh random uid, applies rlimits, and runs
-     the code as __main__ in /tmp/work. The server enforces the wall-clock timeout, keeps the
-     (truncated) output, kills every process the program left behind, wipes /tmp and /dev/shm,
-     and only then answers.
+  2. moves itself into a memory cgroup of its own (see _Cgroup) and checks that a child can load the
+     seccomp filter (see _seccomp_program);
+  3. pre-imports numpy and common stdlib modules once (every fork inherits them for free);
+  4. serves requests: one JSON object per line on stdin, one JSON result per line on stdout.
+     For each request it sets the cgroup's limit, forks a child that drops to a fresh random uid,
+     applies rlimits and the filter, and runs the code as __main__ in /tmp/work. The server enforces
+     the wall-clock timeout, keeps the (truncated) output, kills every process the program left
+     behind, replaces /tmp and /dev/shm by fresh tmpfs mounts, classifies the result from what it
+     observed (_classify), and only then answers.
 
 Without `--namespaces` the same loop runs on the host directly, with much weaker isolation
 (see the docstring of sandbox.py). This file imports nothing from minirlaif.
@@ -47,6 +50,7 @@ import selectors  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
+import struct  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -72,12 +76,14 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
 MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER, MNT_DETACH = 22, 2, 2
 _MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                 "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,20 +135,41 @@ def _mountinfo() -> list[tuple[str, str]]:
         return [(unescape(line.split()[4]), line.split()[5]) for line in f]
 
 
-def _cover(directory: str, tmpfs_options: str, keep: list[str]) -> list[str]:
+def _cover(directory: str, tmpfs_options: str, keep: list[str]) -> list[tuple[str, int]]:
     """Mount an empty tmpfs over `directory`, then bind the `keep` paths inside it back in place.
 
     O_PATH fds opened *before* covering let us reach the covered originals through /proc/self/fd.
-    Returns the re-exposed paths (made read-only with every other mount later).
+    Returns (re-exposed path, its fd): the fds stay open so a scratch dir can be renewed later
+    (children close them before any program runs). Read-only comes with every other mount later.
     """
-    inside = [p for p in keep if p.startswith(directory + "/")]
-    fds = [(p, os.open(p, os.O_PATH)) for p in inside]
+    inside = [(p, os.open(p, os.O_PATH)) for p in keep if p.startswith(directory + "/")]
     _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_options)
-    for path, fd in fds:
+    for path, fd in inside:
         os.makedirs(path, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-        os.close(fd)
     return inside
+
+
+_SCRATCH_OPTIONS = f"size={TMPFS_MB}m,nr_inodes=65536,mode=1777"
+_SCRATCH_BINDS: dict[str, list[tuple[str, int]]] = {}  # scratch dir -> re-exposed Python paths inside it
+
+
+def _renew_scratch() -> None:
+    """Replace /tmp and /dev/shm by fresh, empty tmpfs mounts after a program.
+
+    Detaching the old mount takes the same time whatever the program left there (folders of any
+    depth, any number of files), and frees its memory as soon as no process holds it (none does: every
+    process of the program is dead by now).
+    """
+    for directory, binds in _SCRATCH_BINDS.items():
+        if _libc.umount2(directory.encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"umount {directory}: {os.strerror(err)}")
+        _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, _SCRATCH_OPTIONS)
+        for path, fd in binds:
+            os.makedirs(path, exist_ok=True)
+            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _setup_filesystem() -> dict:
@@ -154,19 +181,23 @@ def _setup_filesystem() -> dict:
     # 1. Hide home directories (API keys in ~/.config, ~/.netrc, tokens ...) behind an empty tmpfs.
     for hidden in HIDDEN_DIRS:
         if os.path.isdir(hidden) and not os.path.islink(hidden):
-            _cover(hidden, "size=1m,mode=755", keep)
+            for _, fd in _cover(hidden, "size=1m,mode=755", keep):
+                os.close(fd)
             facts["hidden"].append(hidden)
 
     # 2. Private scratch space; world-writable like the real thing, but ours alone and wiped per program.
     for d in SCRATCH_DIRS:
         if os.path.isdir(d) and not os.path.islink(d):
-            facts["kept_in_scratch"] += _cover(d, f"size={TMPFS_MB}m,nr_inodes=65536,mode=1777", keep)
+            _SCRATCH_BINDS[d] = _cover(d, _SCRATCH_OPTIONS, keep)
+            facts["kept_in_scratch"] += [path for path, _ in _SCRATCH_BINDS[d]]
     facts["private_tmp"] = True
 
     # 3. Everything else read-only (bind-remounts change only our namespace's copy of each mount).
     for mountpoint, options in _mountinfo():
         if mountpoint in SCRATCH_DIRS or mountpoint == "/proc" or mountpoint.startswith("/proc/"):
             continue
+        if mountpoint.startswith("/sys/fs/cgroup"):
+            continue  # the server makes a cgroup per program; files there are root's, read-only to programs
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY
         for opt in options.split(","):
             flags |= _MOUNT_FLAGS.get(opt, 0)
@@ -209,6 +240,204 @@ def _preload(names: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# memory cgroup: one per program, so everything it makes the host hold counts against memory_mb
+
+
+class _Cgroup:
+    """The fork server's memory cgroup (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`).
+
+    The server moves itself in once, so every program it forks starts inside (moving a process per
+    program would cost ~0.5 ms). Before each program the limit is set to what the cgroup holds at that
+    moment plus memory_mb; what the program's processes then charge counts against it: anonymous
+    memory, its children's, page tables, files it writes to /tmp, /dev/shm or a memfd, pipe buffers.
+    Going over OOM-kills a process of the program (each sets its OOM score to the maximum, so the
+    killer picks them before the server; lowering the server's own needs CAP_SYS_RESOURCE, which a
+    container may lack) or fails the allocating
+    syscall with ENOMEM; both are counted in the cgroup's event files, which the server reads after the
+    program ended: a program cannot forge them. Between programs the limit is lifted.
+    """
+
+    def __init__(self, parent: str, version: int, name: str) -> None:
+        self.path, self.version = os.path.join(parent, name), version
+        self.events_before = 0
+
+    @staticmethod
+    def locate() -> tuple[str | None, int, str]:
+        """(folder in which to make the server's cgroup, cgroup version, why not) for this process."""
+        mounts = {}  # "v1"/"v2" -> (mount root, mount point)
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, (fstype, _source, super_opts) = left.split(), right.split()[:3]
+                if fstype == "cgroup2":
+                    mounts.setdefault("v2", (fields[3], fields[4]))
+                elif fstype == "cgroup" and "memory" in super_opts.split(","):
+                    mounts.setdefault("v1", (fields[3], fields[4]))
+        own = {}  # "v1"/"v2" -> our cgroup path
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if controllers == "":
+                    own["v2"] = path
+                elif "memory" in controllers.split(","):
+                    own["v1"] = path
+        for key, version in (("v1", 1), ("v2", 2)):
+            if key not in mounts or key not in own or not own[key].startswith(mounts[key][0]):
+                continue
+            root, mountpoint = mounts[key]
+            rel = own[key][len(root.rstrip("/")):].rstrip("/")
+            mine = mountpoint + rel
+            if version == 1 and os.path.exists(os.path.join(mine, "memory.limit_in_bytes")):
+                return mine, 1, ""
+            if version == 2:
+                # v2 gives controllers only to cgroups without processes of their own: ours holds the
+                # host process, so the server's cgroup goes beside it, in our parent.
+                parent = mine if rel == "" else os.path.dirname(mine)
+                try:
+                    with open(os.path.join(parent, "cgroup.controllers")) as f:
+                        if "memory" in f.read().split():
+                            return parent, 2, ""
+                except OSError:
+                    pass
+        return None, 0, "no memory cgroup (v1 or v2) that this process can extend"
+
+    def create_and_join(self) -> None:
+        """Make the cgroup and move this (server) process into it."""
+        os.mkdir(self.path, 0o755)
+        if self.version == 2:
+            try:
+                self._write("memory.swap.max", "0")  # nothing of a program is paged out past the limit
+            except OSError:
+                pass  # no swap accounting: without swap there is nothing to page out
+        self._write("cgroup.procs", str(os.getpid()))
+
+    def arm(self, memory_mb: int) -> None:
+        """Before a program: allow memory_mb on top of what is charged now."""
+        current = int(self._read("memory.current" if self.version == 2 else "memory.usage_in_bytes"))
+        self.events_before = self._events()
+        limit = str(current + (memory_mb << 20))
+        if self.version == 2:
+            self._write("memory.max", limit)
+        else:  # with swap accounting on, the memsw limit must never be below the memory limit
+            self._write_v1_limits(limit)
+
+    def disarm(self) -> bool:
+        """After a program (all its processes dead): lift the limit. True if the program hit it."""
+        hit = self._events() > self.events_before
+        if self.version == 2:
+            self._write("memory.max", "max")
+        else:
+            self._write_v1_limits("-1")
+        return hit
+
+    def _write_v1_limits(self, limit: str) -> None:
+        names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+        if limit == "-1" or int(limit) > int(self._read("memory.limit_in_bytes")):
+            names.reverse()  # raising: memsw first (it must stay >= the memory limit)
+        for name in names:
+            try:
+                self._write(name, limit)
+            except OSError:
+                if name == "memory.limit_in_bytes":
+                    raise  # memsw is absent when swap accounting is off: fine
+
+    def _events(self) -> int:
+        """OOM kills plus refused charges so far (counters only grow)."""
+        if self.version == 2:
+            events = dict(line.split() for line in self._read("memory.events").splitlines() if line)
+            return int(events.get("oom_kill", 0)) + int(events.get("max", 0))
+        oom = dict(line.split() for line in self._read("memory.oom_control").splitlines() if line)
+        return int(oom.get("oom_kill", 0)) + int(self._read("memory.failcnt"))
+
+    def _write(self, name: str, value: str) -> None:
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(value)
+
+    def _read(self, name: str) -> str:
+        with open(os.path.join(self.path, name)) as f:
+            return f.read()
+
+
+# ----------------------------------------------------------------------------------------------
+# seccomp: the system calls a program may not make
+
+
+# Syscall numbers per audit arch. Refused with EPERM: kernel keyrings (they outlive the program and are
+# shared per uid), new namespaces (a tmpfs mounted in its own user namespace, new network stacks),
+# mounts, BPF, userfaultfd, perf, io_uring (it would bypass this filter). clone3 answers ENOSYS so
+# glibc falls back to clone, whose flags we can inspect. Unix sockets: socket(AF_UNIX) is refused (no
+# connecting to a host service's socket file); socketpair stays for stream/seqpacket (multiprocessing,
+# asyncio) but not datagram, whose sendto() could name a host socket path.
+_SECCOMP_ARCH = {
+    "x86_64": {"arch": 0xC000003E, "x32_bit": 0x40000000, "clone": 56, "clone3": 435, "socket": 41,
+               "socketpair": 53, "deny": (248, 249, 250, 272, 308, 165, 166, 155, 321, 323, 298, 425)},
+    "aarch64": {"arch": 0xC00000B7, "x32_bit": 0, "clone": 220, "clone3": 435, "socket": 198,
+                "socketpair": 199, "deny": (217, 218, 219, 97, 268, 40, 39, 41, 280, 282, 241, 425)},
+}
+_CLONE_NEW_NAMESPACES = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+AF_UNIX, SOCK_DGRAM, SOCK_TYPE_MASK = 1, 2, 0xF
+_EPERM, _EACCES, _ENOSYS = 1, 13, 38
+
+
+def _seccomp_program() -> bytes | None:
+    """The BPF filter for this machine's architecture, or None where we have no syscall table."""
+    table = _SECCOMP_ARCH.get(os.uname().machine)
+    if table is None:
+        return None
+    LD, JEQ, JGE, JSET, AND, RET = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06  # BPF_LD|W|ABS, BPF_JMP|K ...
+    ALLOW, ERRNO = 0x7FFF0000, 0x00050000
+    NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24  # offsets in struct seccomp_data (low 32 bits of each arg)
+    code: list = []  # (op, jump-true label or 0, jump-false label or 0, k); labels resolved below
+
+    def deny(errno: int) -> str:
+        return f"ret{errno}"
+
+    code += [(LD, 0, 0, ARCH), (JEQ, 0, deny(_EPERM), table["arch"]), (LD, 0, 0, NR)]
+    if table["x32_bit"]:
+        code.append((JGE, deny(_EPERM), 0, table["x32_bit"]))
+    for nr in table["deny"]:
+        code.append((JEQ, deny(_EPERM), 0, nr))
+    code += [(JEQ, deny(_ENOSYS), 0, table["clone3"]),
+             (JEQ, "clone", 0, table["clone"]),
+             (JEQ, "socket", 0, table["socket"]),
+             (JEQ, "socketpair", 0, table["socketpair"]),
+             (RET, 0, 0, ALLOW),
+             "clone", (LD, 0, 0, ARG0), (JSET, deny(_EPERM), 0, _CLONE_NEW_NAMESPACES), (RET, 0, 0, ALLOW),
+             "socket", (LD, 0, 0, ARG0), (JEQ, deny(_EACCES), 0, AF_UNIX), (RET, 0, 0, ALLOW),
+             "socketpair", (LD, 0, 0, ARG0), (JEQ, 0, "allow", AF_UNIX), (LD, 0, 0, ARG1),
+             (AND, 0, 0, SOCK_TYPE_MASK), (JEQ, deny(_EACCES), 0, SOCK_DGRAM),
+             "allow", (RET, 0, 0, ALLOW)]
+    for errno in (_EPERM, _EACCES, _ENOSYS):
+        code += [deny(errno), (RET, 0, 0, ERRNO | errno)]
+    labels, position = {}, 0
+    for item in code:
+        if isinstance(item, str):
+            labels[item] = position
+        else:
+            position += 1
+    out, position = b"", 0
+    for item in code:
+        if isinstance(item, str):
+            continue
+        op, jt, jf, k = item
+        rel = lambda label: 0 if label == 0 else labels[label] - position - 1  # noqa: E731
+        out += struct.pack("HBBI", op, rel(jt), rel(jf), k)
+        position += 1
+    return out
+
+
+def _install_seccomp(program: bytes) -> None:
+    """Load the filter for this process and every process it starts (needs NO_NEW_PRIVS set first)."""
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    prog = SockFprog(len(program) // 8, program)
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp: {os.strerror(err)}")
+
+
+# ----------------------------------------------------------------------------------------------
 # the forked child: lock down, then run the program (runs once per program; never returns)
 
 
@@ -219,35 +448,42 @@ def _program_env(work: str) -> dict[str, str]:
     return env
 
 
-def _lock_down(req: dict, work: str, pipes: tuple[int, int, int], uid: int | None) -> str:
+def _lock_down(req: dict, work: str, pipes: tuple[int, int, int, int], uid: int | None,
+               cgroup: _Cgroup | None, seccomp: bytes | None) -> str:
     """Turn the fresh fork into the program's process. Returns the path of main.py."""
-    # stdio first: fd 3 is the report pipe, so anything failing below can still be reported.
+    # stdio first: fd 4 is the setup pipe, so anything failing below can still be reported.
     # F_DUPFD moves the pipe ends above 10 so the dup2s below cannot clobber one another.
-    rep, out, err = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in pipes)
-    os.dup2(rep, 3)
+    info, setup, out, err = (fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in pipes)
+    os.dup2(info, 3)
+    os.dup2(setup, 4)
     os.dup2(out, 1)
     os.dup2(err, 2)
+    if cgroup is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # the OOM killer takes the program's processes first, never the server
     stdin_fd = os.memfd_create("stdin")  # stdin is a file: no writer to deadlock with
     data = req["stdin"].encode("utf-8", "surrogateescape")
     while data:
         data = data[os.write(stdin_fd, data):]
     os.lseek(stdin_fd, 0, os.SEEK_SET)
     os.dup2(stdin_fd, 0)
-    os.closerange(4, os.sysconf("SC_OPEN_MAX"))  # the server's protocol pipes must not be reachable
+    os.closerange(5, os.sysconf("SC_OPEN_MAX"))  # the server's protocol pipes must not be reachable
 
     os.setsid()  # own session + process group: no terminal, and a group we can kill as a whole
     os.chdir(work)
     os.umask(0o022)
 
-    # Resource limits. RLIMIT_AS counts the pre-warmed interpreter too, so memory_mb is granted on
-    # top of what the fork already maps (numpy alone maps ~100 MB of address space).
+    # Resource limits. With a cgroup, memory is limited there (it sees everything, see _Cgroup);
+    # without one, RLIMIT_AS per process is all we have. It counts the pre-warmed interpreter too, so
+    # memory_mb is granted on top of what the fork already maps (numpy alone maps ~100 MB).
     mb = 1 << 20
-    with open("/proc/self/statm") as f:
-        mapped = int(f.read().split()[0]) * resource.getpagesize()
     cpu_s = math.ceil(req["timeout_s"]) + 1  # backstop for the server's wall clock
-    limits = [(resource.RLIMIT_AS, mapped + req["memory_mb"] * mb), (resource.RLIMIT_CPU, cpu_s),
-              (resource.RLIMIT_FSIZE, req["max_file_mb"] * mb), (resource.RLIMIT_NOFILE, 256),
-              (resource.RLIMIT_CORE, 0)]
+    limits = [(resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_FSIZE, req["max_file_mb"] * mb),
+              (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_CORE, 0)]
+    if cgroup is None:
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * resource.getpagesize()
+        limits.append((resource.RLIMIT_AS, mapped + req["memory_mb"] * mb))
     if uid is not None:  # RLIMIT_NPROC counts per uid; only meaningful with a uid of our own
         limits.append((resource.RLIMIT_NPROC, req["max_procs"]))
     for which, value in limits:
@@ -255,13 +491,15 @@ def _lock_down(req: dict, work: str, pipes: tuple[int, int, int], uid: int | Non
         resource.setrlimit(which, (value, hard))
 
     # Privileges: a fresh uid that owns nothing but the work dir; no setuid binary can raise it again.
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
     if uid is not None:
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
         _prctl(PR_SET_DUMPABLE, 1)  # uid change clears it; keep /proc/self and own children readable
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the server dies, so do we (set after the uid change)
+    if seccomp is not None:
+        _install_seccomp(seccomp)
 
     # Python-level state: make this fork look like `cd work && python main.py`.
     main_path = os.path.join(work, "main.py")
@@ -285,66 +523,29 @@ def _lock_down(req: dict, work: str, pipes: tuple[int, int, int], uid: int | Non
     return main_path
 
 
-def _report(info: dict) -> None:
-    """Tell the server how the program ended (fd 3). Best effort: the program may have closed it."""
+def _send(fd: int, info: dict) -> None:
+    """One JSON line to the server on `fd`. Best effort: the program may have closed fd 3."""
     try:
-        _write(3, ("\n" + _dumps(info) + "\n").encode())
+        _write(fd, ("\n" + _dumps(info) + "\n").encode())
     except Exception:  # noqa: BLE001
         pass
 
 
 def _exit_code_of(exc: SystemExit) -> int:
-    """What `python main.py` exits with for an uncaught SystemExit."""
+    """What `python main.py` exits with for an uncaught SystemExit, except that a nonzero code never
+    becomes 0 (CPython's exit(256) does: the OS keeps the low 8 bits)."""
     code = exc.code
     if code is None:
         return 0
     if isinstance(code, int):
-        return code & 0xFF
+        if not -(2**63) <= code < 2**63:
+            return 255  # CPython: the code does not fit a C long, exit(-1)
+        return (code & 0xFF) or (1 if code else 0)
     try:
         print(code, file=sys.stderr)
     except Exception:  # noqa: BLE001
         pass
     return 1
-
-
-def _run_main(code: str, main_path: str) -> int:
-    """Compile and run the program as __main__, then finalize like the interpreter. Returns the exit code."""
-    try:
-        compiled = compile(code, main_path, "exec", dont_inherit=True)  # no __future__ flags from us
-    except BaseException as e:  # noqa: BLE001 - SyntaxError, ValueError (NUL bytes), MemoryError ...
-        traceback.print_exception(type(e), e, None)
-        _report({"phase": "compile", "error_type": type(e).__name__, "memory": isinstance(e, MemoryError)})
-        _flush_std_streams()
-        return 1
-
-    info: dict = {}
-    try:
-        exec(compiled, sys.modules["__main__"].__dict__)
-        exit_code = 0
-    except SystemExit as e:
-        exit_code = _exit_code_of(e)
-        if exit_code:
-            info = {"error_type": "SystemExit"}
-    except BaseException as e:  # noqa: BLE001 - exactly what the interpreter would print and exit 1 for
-        try:
-            if e.__traceback__ is not None:  # drop our own frame: the traceback starts in main.py
-                e.__traceback__ = e.__traceback__.tb_next
-            sys.excepthook(type(e), e, e.__traceback__)  # the program may have installed its own hook
-        except BaseException:  # noqa: BLE001
-            _write(2, f"{type(e).__name__}: (traceback unavailable)\n".encode())
-        info = {"error_type": type(e).__name__, "memory": isinstance(e, MemoryError)}
-        exit_code = 1
-
-    # Interpreter shutdown order: wait for non-daemon threads, run atexit, flush std streams.
-    for finalizer in (threading._shutdown, atexit._run_exitfuncs):
-        try:
-            finalizer()
-        except BaseException:  # noqa: BLE001
-            pass
-    if not _flush_std_streams() and exit_code == 0:
-        exit_code = 120  # what CPython exits with when flushing stdout fails
-    _report(info)
-    return exit_code
 
 
 def _flush_std_streams() -> bool:
@@ -357,14 +558,63 @@ def _flush_std_streams() -> bool:
     return ok
 
 
-def _child(req: dict, work: str, pipes: tuple[int, int, int], uid: int | None) -> None:
+def _run_main(code: str, main_path: str, *, _exit_code_of=_exit_code_of, _send=_send,
+              _flush=_flush_std_streams, _close=os.close, _run_exitfuncs=atexit._run_exitfuncs) -> int:
+    """Compile and run the program as __main__, then finalize like the interpreter. Returns the exit code.
+
+    The compile result goes to the server on fd 4 (the setup pipe), which is closed before the
+    program's first line runs: what arrives there cannot come from the program. Helpers are bound
+    as default arguments, so a program that rewrites this module's globals changes nothing here.
+    """
+    try:
+        compiled = compile(code, main_path, "exec", dont_inherit=True)  # no __future__ flags from us
+    except BaseException as e:  # noqa: BLE001 - SyntaxError, ValueError (NUL bytes), MemoryError ...
+        traceback.print_exception(type(e), e, None)
+        _send(4, {"compile_error": type(e).__name__})
+        _flush()
+        return 1
+    _send(4, {"ready": True})
+    _close(4)
+
+    error_type = None
+    try:
+        exec(compiled, sys.modules["__main__"].__dict__)
+        exit_code = 0
+    except SystemExit as e:
+        exit_code = _exit_code_of(e)
+        if exit_code:
+            error_type = "SystemExit"
+    except BaseException as e:  # noqa: BLE001 - exactly what the interpreter would print and exit 1 for
+        error_type, exit_code = type(e).__name__, 1
+        try:
+            if e.__traceback__ is not None:  # drop our own frame: the traceback starts in main.py
+                e.__traceback__ = e.__traceback__.tb_next
+            sys.excepthook(type(e), e, e.__traceback__)  # the program may have installed its own hook
+        except BaseException:  # noqa: BLE001
+            _write(2, f"{error_type}: (traceback unavailable)\n".encode())
+
+    # Interpreter shutdown order: wait for non-daemon threads, run atexit, flush std streams.
+    for finalizer in (threading._shutdown, _run_exitfuncs):  # CPython too looks up threading._shutdown now
+        try:
+            finalizer()
+        except BaseException:  # noqa: BLE001
+            pass
+    if not _flush() and exit_code == 0:
+        exit_code = 120  # what CPython exits with when flushing stdout fails
+    if error_type:
+        _send(3, {"error_type": error_type})  # informational only: the status never depends on it
+    return exit_code
+
+
+def _child(req: dict, work: str, pipes: tuple[int, int, int, int], uid: int | None,
+           cgroup: _Cgroup | None, seccomp: bytes | None, *, _exit=os._exit) -> None:
     """Body of the forked child. Always ends in os._exit: it must never return into server code."""
     exit_code = 125
     try:
         try:
-            main_path = _lock_down(req, work, pipes, uid)
+            main_path = _lock_down(req, work, pipes, uid, cgroup, seccomp)
         except BaseException:  # noqa: BLE001 - our bug or resource exhaustion, not the program's fault
-            _report({"setup_error": traceback.format_exc()})
+            _send(4, {"setup_error": traceback.format_exc()})
             return
         exit_code = _run_main(req["code"], main_path)
     finally:
@@ -444,69 +694,92 @@ def _drain(fd: int, capture: _Capture) -> str:
     return "data"
 
 
-def _parse_report(text: str) -> dict:
-    for line in reversed(text.splitlines()):
-        if line.strip():
-            try:
-                info = json.loads(line)
-            except ValueError:
-                return {}
-            return info if isinstance(info, dict) else {}
-    return {}
+def _records(text: str) -> list[dict]:
+    """The JSON objects, one per line, in what a child wrote to a report pipe (other lines ignored)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
 
 
-def _classify(timed_out: bool, wstatus: int, cpu_s: float, cpu_limit: int, report: dict) -> dict:
-    """Map how the child ended to (status, exit_code, error_type)."""
+_ERROR_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,99}")
+
+
+def _classify(timed_out: bool, wstatus: int, cpu_s: float, cpu_limit: int, memory_hit: bool | None,
+              setup: dict, error_type: str | None) -> dict:
+    """Map how the child ended to (status, exit_code, error_type), from what this server observed.
+
+    timed_out, wstatus, cpu_s (the kernel's rusage) and memory_hit (the cgroup's event counters) are
+    out of the program's reach; so is `setup`, the harness's record sent before the program's first
+    line ran (compile result). `error_type` is what the program's process reported about its uncaught
+    exception: a label only, never a status. memory_hit None means there is no cgroup to ask: then,
+    as the only signal left, the program's own MemoryError counts (a weaker guarantee, see sandbox.py).
+    """
     if timed_out:
         return {"status": "timeout", "exit_code": None, "error_type": None}
-    if os.WIFSIGNALED(wstatus):
-        sig = os.WTERMSIG(wstatus)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= cpu_limit - 0.05):
+    signalled = os.WIFSIGNALED(wstatus)
+    sig = os.WTERMSIG(wstatus) if signalled else 0
+    code = -sig if signalled else os.WEXITSTATUS(wstatus)
+    if memory_hit and code != 0:
+        return {"status": "memory_limit", "exit_code": code, "error_type": "MemoryError"}
+    if signalled:
+        if sig in (signal.SIGXCPU, signal.SIGKILL) and cpu_s >= cpu_limit - 0.05:
             return {"status": "timeout", "exit_code": None, "error_type": None}  # hit RLIMIT_CPU
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        return {"status": "killed", "exit_code": -sig, "error_type": name}
-    code = os.WEXITSTATUS(wstatus)
-    error_type = report.get("error_type") if isinstance(report.get("error_type"), str) else None
+        return {"status": "killed", "exit_code": code, "error_type": name}
     if code == 0:
-        status = "ok"
-    elif report.get("memory"):
-        status = "memory_limit"
-    elif report.get("phase") == "compile":
-        status = "syntax_error"
-    else:
-        status = "runtime_error"
-    return {"status": status, "exit_code": code, "error_type": None if code == 0 else error_type}
+        return {"status": "ok", "exit_code": 0, "error_type": None}
+    if "compile_error" in setup:
+        return {"status": "syntax_error", "exit_code": code, "error_type": str(setup["compile_error"])[:100]}
+    if memory_hit is None and error_type == "MemoryError":
+        return {"status": "memory_limit", "exit_code": code, "error_type": error_type}
+    return {"status": "runtime_error", "exit_code": code, "error_type": error_type}
 
 
-def _wipe(path: str, keep: list[str]) -> None:
-    """Remove everything inside `path` (as root, after every program process is dead).
+def _remove_tree(path: str) -> None:
+    """Delete a folder a program filled (fallback mode): any depth, no recursion, modes it chmod-ed away.
 
-    Entries leading to a re-exposed Python path (a read-only bind mount; e.g. a venv under /tmp)
-    stay: they are root-owned, so programs cannot have written there.
+    Walks down with chdir so no path grows past PATH_MAX and no fd is held per level; every process
+    of the program is dead, so nothing moves the folders while we walk.
     """
-    for entry in os.scandir(path):
-        if any(k == entry.path or k.startswith(entry.path + "/") for k in keep):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.unlink(entry.path)
+    os.chdir(path)
+    names: list[str] = []  # the folders we are in, below `path`
+    try:
+        while True:
+            try:
+                entries = list(os.scandir("."))
+            except PermissionError:
+                os.chmod(".", 0o700)
+                continue
+            sub = next((e.name for e in entries if e.is_dir(follow_symlinks=False)), None)
+            if sub is not None:
+                try:
+                    os.chdir(sub)
+                except PermissionError:
+                    os.chmod(sub, 0o700)
+                    os.chdir(sub)
+                names.append(sub)
+                continue
+            for e in entries:
+                os.unlink(e.name)
+            if not names:
+                break
+            os.chdir("..")
+            os.rmdir(names.pop())
+    finally:
+        os.chdir("/")
+    os.rmdir(path)
 
 
-def _rmtree_forcefully(path: str) -> None:
-    """rmtree that also copes with directories a program chmod-ed to 000 (fallback mode, no root)."""
-    def fix(func, p, _exc):  # noqa: ANN001
-        os.chmod(os.path.dirname(p), 0o700)
-        if os.path.isdir(p) and not os.path.islink(p):
-            os.chmod(p, 0o700)
-        func(p)
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=fix)
-    else:
-        shutil.rmtree(path, onerror=fix)
+_CGROUP: _Cgroup | None = None
 
 
 def run_one(req: dict, facts: dict) -> dict:
@@ -523,19 +796,34 @@ def run_one(req: dict, facts: dict) -> dict:
     if uid is not None:
         os.chown(work, uid, uid)
         os.chown(os.path.join(work, "main.py"), uid, uid)
+    cgroup = _CGROUP
+    if cgroup is not None:
+        cgroup.arm(req["memory_mb"])
 
-    pipes = [os.pipe() for _ in range(3)]  # report, stdout, stderr
+    pipes = [os.pipe() for _ in range(4)]  # info, setup, stdout, stderr
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(req, work, tuple(w for _, w in pipes), uid)  # never returns
+        _child(req, work, tuple(w for _, w in pipes), uid, cgroup, _SECCOMP)  # never returns
     for _, w in pipes:
         os.close(w)
+    try:
+        return _finish(req, facts, pid, start, [r for r, _ in pipes], work, cgroup)
+    except Exception as e:  # noqa: BLE001 - our failure after the program started: it must not raise
+        _kill_leftovers(facts["pid1"], pid)
+        return {"status": "killed", "exit_code": None, "error_type": "SandboxError", "stdout": "",
+                "stderr": f"[sandbox] cleaning up after this program failed: {type(e).__name__}: {e}",
+                "duration_s": round(time.monotonic() - start, 6), "retire": True}
 
+
+def _finish(req: dict, facts: dict, pid: int, start: float, fds: list[int], work: str,
+            cgroup: _Cgroup | None) -> dict:
+    """Watch the child until it ends or times out, then classify, collect output and clean up."""
     limit = req["max_output_bytes"]
-    captures = {pipes[0][0]: _Capture(REPORT_TAIL, REPORT_TAIL),
-                pipes[1][0]: _Capture(limit, limit // TAIL_BYTES_FRACTION),
-                pipes[2][0]: _Capture(limit, limit // TAIL_BYTES_FRACTION)}
+    info_fd, setup_fd, out_fd, err_fd = fds
+    captures = {info_fd: _Capture(REPORT_TAIL, REPORT_TAIL), setup_fd: _Capture(REPORT_TAIL, 0),
+                out_fd: _Capture(limit, limit // TAIL_BYTES_FRACTION),
+                err_fd: _Capture(limit, limit // TAIL_BYTES_FRACTION)}
     sel = selectors.DefaultSelector()
     for fd in captures:
         os.set_blocking(fd, False)
@@ -572,35 +860,83 @@ def run_one(req: dict, facts: dict) -> dict:
     if pidfd is not None:
         os.close(pidfd)
 
-    result: dict = {"retire": not all_dead}
-    if isolated:
-        keep = facts["kept_in_scratch"]
-        for d in SCRATCH_DIRS:
-            _wipe(d, keep)
-        leftover = [e.path for d in SCRATCH_DIRS for e in os.scandir(d)
-                    if not any(k == e.path or k.startswith(e.path + "/") for k in keep)]
-        result["retire"] |= bool(leftover)  # never hand a dirty /tmp to the next program
+    memory_hit = cgroup.disarm() if cgroup is not None else None
+    if facts["namespaces"]:
+        _renew_scratch()
     else:
-        _rmtree_forcefully(work)
+        _remove_tree(work)
 
-    report = _parse_report(captures[pipes[0][0]].text())
-    if "setup_error" in report:
-        return {"setup_error": str(report["setup_error"]), "retire": True}
+    setup = next(iter(_records(captures[setup_fd].text())), {})
+    if "setup_error" in setup:
+        return {"setup_error": str(setup["setup_error"]), "retire": True}
+    reported = [r.get("error_type") for r in _records(captures[info_fd].text())]
+    error_type = reported[-1] if reported and isinstance(reported[-1], str) else None
+    if error_type is not None and not _ERROR_TYPE.fullmatch(error_type):
+        error_type = None
     cpu_s = rusage.ru_utime + rusage.ru_stime
-    result.update(_classify(timed_out, wstatus, cpu_s, math.ceil(req["timeout_s"]) + 1, report))
-    result.update(stdout=captures[pipes[1][0]].text(), stderr=captures[pipes[2][0]].text(),
-                  duration_s=round(duration, 6))
+    result = _classify(timed_out, wstatus, cpu_s, math.ceil(req["timeout_s"]) + 1, memory_hit, setup, error_type)
+    result.update(stdout=captures[out_fd].text(), stderr=captures[err_fd].text(),
+                  duration_s=round(duration, 6), retire=not all_dead)
     return result
+
+
+def _join_cgroup(root: bool, name: str) -> dict:
+    """Move this server into a memory cgroup of its own, if this machine lets us make one."""
+    global _CGROUP
+    if not root:
+        return {"cgroup": 0, "cgroup_path": None, "cgroup_problem": "not running as root"}
+    try:
+        parent, version, problem = _Cgroup.locate()
+        if parent is None:
+            return {"cgroup": 0, "cgroup_path": None, "cgroup_problem": problem}
+        for stale in os.listdir(parent):  # left by servers that were killed: empty, so rmdir works
+            if stale.startswith("minirlaif-sandbox-"):
+                try:
+                    os.rmdir(os.path.join(parent, stale))
+                except OSError:
+                    pass  # a live server is inside: EBUSY
+        cgroup = _Cgroup(parent, version, name)
+        cgroup.create_and_join()
+        cgroup.arm(64)
+        cgroup.disarm()
+    except (OSError, ValueError) as e:
+        return {"cgroup": 0, "cgroup_path": None, "cgroup_problem": f"cannot make a memory cgroup ({e})"}
+    _CGROUP = cgroup
+    return {"cgroup": version, "cgroup_path": cgroup.path, "cgroup_problem": ""}
+
+
+_SECCOMP: bytes | None = None
+
+
+def _probe_seccomp() -> tuple[bytes | None, bool]:
+    """The filter, and whether a child can load it (checked once in a throwaway fork)."""
+    program = _seccomp_program()
+    if program is None:
+        return None, False
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)
+            _install_seccomp(program)
+            refused = _libc.unshare(0x10000000) != 0 and ctypes.get_errno() == _EPERM  # CLONE_NEWUSER
+            _exit(0 if refused else 1)
+        except BaseException:  # noqa: BLE001
+            _exit(1)
+    works = os.waitpid(pid, 0)[1] == 0
+    return (program if works else None), works
 
 
 # ----------------------------------------------------------------------------------------------
 
 
 def main() -> None:
+    global _SECCOMP
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--namespaces", action="store_true", help="we were started by unshare (see top)")
     ap.add_argument("--host-ns", default="", help="host's 'net:[..],ipc:[..]' ns ids, to verify ours differ")
     ap.add_argument("--preload", default="", help="comma-separated modules to import once")
+    ap.add_argument("--cgroup-name", default="minirlaif-sandbox", help="name of the server's memory cgroup")
+    ap.add_argument("--without", default="", help="comma-separated: cgroup, seccomp (to test degraded modes)")
     args = ap.parse_args()
 
     # The protocol lives on private copies of stdin/stdout; fds 0/1 become /dev/null and stderr so
@@ -633,6 +969,11 @@ def main() -> None:
             _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of programs come to us, so we can kill them
         except OSError:
             pass
+    if "cgroup" in args.without:
+        facts.update(cgroup=0, cgroup_path=None, cgroup_problem="switched off (--without cgroup)")
+    else:
+        facts.update(_join_cgroup(facts["uid_drop"], args.cgroup_name))
+    _SECCOMP, facts["seccomp"] = (None, False) if "seccomp" in args.without else _probe_seccomp()
     # With a dropped uid, `import x` of a module we did not preload needs a world-readable install.
     facts["unreadable_paths"] = [p for p in _python_paths() if facts["uid_drop"] and not _readable_by_anyone(p)]
     facts["python_readable"] = not facts["unreadable_paths"]

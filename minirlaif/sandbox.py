@@ -22,40 +22,67 @@ Isolation model (root + `unshare` available, the normal case; `isolation_info()`
 Protects against, for each program:
   * our process: the code runs in another process, in another PID namespace, under a uid that
     owns nothing; it cannot signal, ptrace or even see (hidepid=2) the host or the server.
-  * network: own network namespace with only a (down) loopback: no host, LAN or internet access,
-    not even 127.0.0.1 listeners of the host.
+  * network and host IPC: own network namespace with only a (down) loopback: no host, LAN or
+    internet access, not even 127.0.0.1 listeners of the host; own IPC namespace (no SysV IPC); a
+    seccomp filter refuses socket(AF_UNIX) and datagram socketpairs, so no host service's unix
+    socket file can be reached (stream socketpairs, pipes and multiprocessing still work).
+  * the kernel's shared state: the filter also refuses kernel keyrings (add_key, keyctl: keys
+    outlive the program and are shared per uid), new namespaces (unshare, setns, clone flags: a user
+    namespace would let it mount its own tmpfs), mount, bpf, perf, userfaultfd and io_uring.
   * filesystem: every mount is read-only in its namespace; /tmp and /dev/shm are private tmpfs
-    emptied after each program; /root and /home are hidden (the Python install is re-exposed).
-    The only writable places are /tmp (work dir = cwd = HOME) and /dev/shm, both thrown away.
+    replaced by fresh empty ones after each program; /root and /home are hidden (the Python install
+    is re-exposed). The only writable places are /tmp (work dir = cwd = HOME) and /dev/shm.
   * secrets: the server's environment is built from scratch (PATH, HOME, LANG, PYTHONHASHSEED=0,
     thread counts = 1); the host's environment (API keys) is never inherited, nor readable via /proc.
-  * resources: wall-clock timeout (kill), RLIMIT_CPU, RLIMIT_AS (memory_mb on top of the
-    pre-warmed interpreter), RLIMIT_FSIZE, RLIMIT_NPROC (per fresh uid: fork bombs stop),
-    RLIMIT_NOFILE; output truncated to max_output_bytes (head + tail kept).
+  * memory, as a whole: the fork server lives in a memory cgroup of its own, and before each program
+    its limit is set to what it holds plus memory_mb. So **memory_mb bounds everything the program
+    makes the host hold**: its processes' memory and its children's, page tables, files in /tmp and
+    /dev/shm, memfds, pipe buffers (the preloaded interpreter it shares copy-on-write with the server
+    is not counted again). /tmp and /dev/shm are also capped at 512 MB each. Per worker the host holds
+    at most the server (~42 MB resident with numpy preloaded) + memory_mb.
+  * other resources: wall-clock timeout (kill), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NPROC (per fresh
+    uid: fork bombs stop), RLIMIT_NOFILE; output truncated to max_output_bytes (head + tail kept).
   * leftovers: after the program's main process ends, everything else it started (daemons,
     setsid-ed grandchildren, fork bombs) is SIGKILLed; each program gets a clean /tmp and uid.
+  * forged results: the status is decided by the server from what it observes: its own clock (timeout),
+    the kernel's CPU accounting (RLIMIT_CPU), the cgroup's OOM/limit counters (memory_limit), the wait
+    status (signals, exit code) and the compile result, which the harness sends on a pipe it closes
+    before the program's first line runs. The program cannot write to that pipe, cannot make the caller
+    raise (anything that goes wrong in the server after the program started makes that program's
+    result `killed` / "SandboxError" and the server is replaced), and a nonzero SystemExit code never
+    reads as 0. `error_type` is what the program's own process reports: a label, never a status.
+What "ok" means: the program's process exited with status 0 and nothing above stopped it. The exit
+status is the program's own, exactly as for `python main.py`: code that calls os._exit(0) (say, in an
+except clause or an atexit hook), or that rewrites its interpreter's memory, chooses it. No sandbox
+can take that from a process; judge such code by reading it.
 Does NOT protect against:
-  * kernel exploits (no seccomp filter, no VM): this is a sandbox for buggy/reward-hacking code,
-    not for a determined attacker with a kernel 0-day.
-  * reading world-readable files (the repo, /etc, site-packages) -- keep secrets out of them.
-  * resource totals: memory is limited per process (RLIMIT_AS), so one program may use up to
-    max_procs x memory_mb in total; /tmp is a tmpfs of up to 512 MB of RAM per server. There is no
-    cgroup, so concurrent programs compete for CPU and RAM, and timeouts are wall-clock: a
-    heavily loaded machine can turn a slow program into a timeout.
+  * kernel exploits (the seccomp filter is a deny list, not a VM): this is a sandbox for buggy and
+    reward-hacking code, not for a determined attacker with a kernel 0-day.
+  * reading world-readable files (the repo, /etc, site-packages) -- keep secrets out of them; and
+    named pipes (FIFOs) the host made world-writable.
+  * CPU: concurrent programs compete for the cores, and timeouts are wall-clock: a heavily loaded
+    machine can turn a slow program into a timeout.
   * side channels between concurrent programs (they run in different servers' namespaces and share
     nothing writable, but they do share the kernel, CPU caches and load).
-Without Linux namespaces (not root, no `unshare`, or e.g. a container without CAP_SYS_ADMIN) the
-same fork server runs directly on the host, after ONE warning. It still applies rlimits, the
-scrubbed environment, a temp dir that is removed afterwards, and kills leftovers (it acts as
-subreaper), and as root still gives each program a fresh uid. But there is no network or
-filesystem isolation, and without root the program can reach same-user processes and their
-/proc/*/environ. Set REQUIRE_ISOLATION = True to raise instead of falling back.
+Degraded modes (each is said once, in a RuntimeWarning; REQUIRE_ISOLATION = True raises instead):
+  * no memory cgroup (not root, or no cgroup the process can extend): memory is limited per process
+    by RLIMIT_AS (memory_mb on top of the pre-warmed interpreter), files in /tmp and /dev/shm are not
+    counted, and memory_limit comes from the program's own MemoryError.
+  * no seccomp filter (an architecture other than x86_64/aarch64): keyrings, unix sockets and new
+    namespaces are open to the program.
+  * no Linux namespaces (not root, no `unshare`, or e.g. a container without CAP_SYS_ADMIN): the
+    same fork server runs directly on the host. It still applies rlimits, the cgroup and the filter
+    where it can, the scrubbed environment, a temp dir that is removed afterwards, and kills leftovers
+    (it acts as subreaper), and as root still gives each program a fresh uid. But there is no network
+    or filesystem isolation, and without root the program can reach same-user processes and their
+    /proc/*/environ.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import selectors
 import shutil
@@ -83,7 +110,9 @@ PRELOAD: tuple[str, ...] = (
 MAX_OUTPUT_BYTES = 10_000  # per stream; head (4/5) + tail (1/5) kept, a marker says how much was cut
 MAX_FILE_MB = 16           # RLIMIT_FSIZE: largest file a program may write
 MAX_PROCS = 32             # RLIMIT_NPROC for the program's uid (processes + threads)
-REQUIRE_ISOLATION = False  # True: raise instead of falling back when namespaces are unavailable
+WITHOUT: tuple[str, ...] = ()  # "cgroup", "seccomp": run without them, as where the kernel lacks them (tests)
+REQUIRE_ISOLATION = False  # True: raise instead of running without namespaces, the cgroup or the filter
+MAX_TIMEOUT_S = 24 * 3600.0  # a day: beyond that a timeout is a typo (and RLIMIT_CPU overflows)
 _SERVER_START_TIMEOUT_S = 60.0
 _GUARD_S = 30.0            # the server enforces timeouts; this only catches a hung server
 
@@ -185,13 +214,18 @@ def _request(code: str, timeout_s: float, memory_mb: int, stdin: str, max_output
         raise TypeError(f"code must be a str, got {type(code).__name__}")
     if not isinstance(stdin, str):
         raise TypeError(f"stdin must be a str, got {type(stdin).__name__}")
-    for name, value in (("timeout_s", timeout_s), ("memory_mb", memory_mb), ("max_file_mb", max_file_mb),
-                        ("max_procs", max_procs), ("max_output_bytes", max_output_bytes)):
-        if not value > 0:
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise TypeError(f"timeout_s must be a number, got {type(timeout_s).__name__}")
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_TIMEOUT_S):
+        raise ValueError(f"timeout_s must be a finite number in (0, {MAX_TIMEOUT_S:g}], got {timeout_s!r}")
+    for name, value in (("memory_mb", memory_mb), ("max_file_mb", max_file_mb), ("max_procs", max_procs),
+                        ("max_output_bytes", max_output_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if not 0 < value < 2**40:
             raise ValueError(f"{name} must be > 0, got {value!r}")
-    return {"code": code, "stdin": stdin, "timeout_s": float(timeout_s), "memory_mb": int(memory_mb),
-            "max_output_bytes": max(int(max_output_bytes), 100), "max_file_mb": int(max_file_mb),
-            "max_procs": int(max_procs)}
+    return {"code": code, "stdin": stdin, "timeout_s": float(timeout_s), "memory_mb": memory_mb,
+            "max_output_bytes": max(max_output_bytes, 100), "max_file_mb": max_file_mb, "max_procs": max_procs}
 
 
 def _server_env() -> dict[str, str]:
@@ -225,10 +259,15 @@ def _namespace_problem() -> str | None:
 class _Server:
     """One fork server process and its JSON-lines pipe. Used by one thread at a time."""
 
+    started = 0  # servers this process started (names their cgroups)
+
     def __init__(self, namespaces: bool) -> None:
         host_ns = ",".join(f"{k}:{os.readlink(f'/proc/self/ns/{k}').split(':', 1)[1]}"
                            for k in ("net", "ipc") if os.path.exists(f"/proc/self/ns/{k}"))
-        cmd = [sys.executable, _WORKER, "--preload", ",".join(PRELOAD), "--host-ns", host_ns]
+        _Server.started += 1
+        cgroup_name = f"minirlaif-sandbox-{os.getpid()}-{_Server.started}"
+        cmd = [sys.executable, _WORKER, "--preload", ",".join(PRELOAD), "--host-ns", host_ns,
+               "--cgroup-name", cgroup_name, "--without", ",".join(WITHOUT)]
         if namespaces:
             # --fork: the server is PID 1 of the new PID namespace; when it dies, the kernel kills
             # everything inside. --kill-child: if unshare itself is killed, the server dies too.
@@ -269,6 +308,11 @@ class _Server:
             self.close()
             return SandboxResult("killed", None, None, "", f"[sandbox] fork server lost: {e}",
                                  time.monotonic() - start)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt in the caller) between request and reply: the reply is
+            # still on its way, and reading it as the next program's would shift every later result.
+            self.close(kill=True)
+            raise
         if reply.get("retire"):
             self.dead = True  # the server exits after this reply; the pool starts a fresh one
         if "setup_error" in reply:
@@ -276,10 +320,12 @@ class _Server:
         return SandboxResult(reply["status"], reply["exit_code"], reply["error_type"], reply["stdout"],
                              reply["stderr"], reply["duration_s"])
 
-    def close(self) -> None:
-        """Ask the server to exit (EOF), then make sure it did."""
+    def close(self, kill: bool = False) -> None:
+        """Ask the server to exit (EOF), then make sure it did; `kill`: do not wait for its program."""
         self.dead = True
         try:
+            if kill:
+                self.proc.kill()
             self.proc.stdin.close()
             self.proc.wait(timeout=2)
         except Exception:  # noqa: BLE001
@@ -288,6 +334,15 @@ class _Server:
         finally:
             self.proc.stdout.close()
             self.selector.close()
+            cgroup = getattr(self, "facts", {}).get("cgroup_path")
+            for _ in range(200 if cgroup else 0):  # a killed server may take a moment to leave it
+                try:
+                    os.rmdir(cgroup)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
 
 
 class _Pool:
@@ -299,6 +354,7 @@ class _Pool:
         self.pid = os.getpid()
         self.namespaces: bool | None = None  # None: not tried yet
         self.warned_unreadable = False
+        self.warned_limits = False
 
     def _check_fork(self) -> None:
         if os.getpid() != self.pid:  # we are a forked copy: the servers belong to our parent
@@ -327,6 +383,20 @@ class _Pool:
 
     def _start(self) -> _Server:
         server = self._start_server()
+        missing = [f"{what} ({why})" for what, ok, why in (
+            ("a memory cgroup per program", server.facts.get("cgroup"), server.facts.get("cgroup_problem")),
+            ("the seccomp filter", server.facts.get("seccomp"), "not supported on this machine"))
+            if not ok]
+        if missing and REQUIRE_ISOLATION:
+            server.close()
+            raise RuntimeError(f"sandbox isolation unavailable: no {' and no '.join(missing)}")
+        if missing:
+            with self.lock:
+                first, self.warned_limits = not self.warned_limits, True
+            if first:
+                warnings.warn(f"minirlaif.sandbox: running without {' and without '.join(missing)}; what "
+                              "that leaves open is listed in the minirlaif.sandbox docstring", RuntimeWarning,
+                              stacklevel=4)
         if not server.facts.get("python_readable", True):
             with self.lock:
                 first, self.warned_unreadable = not self.warned_unreadable, True

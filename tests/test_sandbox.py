@@ -249,6 +249,11 @@ def test_fallback_without_namespaces(monkeypatch):
         r = run_program(daemon)
         assert r.ok, r.stderr
         assert not os.path.exists(r.stdout.strip())  # its temp dir is gone
+        deep = ("import os\nprint(os.getcwd())\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+                "os.chmod('.', 0)")  # deeper than PATH_MAX, and a folder it made unreadable
+        r = run_program(deep, timeout_s=10)
+        assert r.ok, r.stderr
+        assert not os.path.exists(r.stdout.strip())
         assert not any(marker.encode() in c for c in _cmdlines())  # the daemon was killed
         assert sandbox.isolation_info()["namespaces"] is False
     finally:
@@ -279,3 +284,27 @@ def test_python_path_under_tmp_survives(isolated, tmp_path, monkeypatch):
     finally:
         monkeypatch.delenv("PYTHONPATH")
         sandbox.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore:.*not readable by other users.*:RuntimeWarning")
+def test_without_cgroup_and_seccomp_warns_once_and_degrades(monkeypatch):
+    """Where the kernel has no cgroup or filter for us: one warning, RLIMIT_AS per process, and
+    REQUIRE_ISOLATION refuses."""
+    pool = sandbox._Pool()
+    monkeypatch.setattr(sandbox, "_POOL", pool)
+    monkeypatch.setattr(sandbox, "WITHOUT", ("cgroup", "seccomp"))
+    try:
+        with pytest.warns(RuntimeWarning, match="without a memory cgroup per program .*switched off.* and "
+                                                "without the seccomp filter"):
+            results = run_programs(["print(1)", "print(2)"], workers=2)  # two servers, one warning
+        assert [r.stdout for r in results] == ["1\n", "2\n"]
+        r = run_program("x = bytearray(2 * 1024**3)", memory_mb=256)
+        assert (r.status, r.error_type) == ("memory_limit", "MemoryError")  # the program's own word here
+        facts = sandbox.isolation_info()
+        assert (facts["cgroup"], facts["seccomp"]) == (0, False)
+        pool.close_idle()
+        monkeypatch.setattr(sandbox, "REQUIRE_ISOLATION", True)
+        with pytest.raises(RuntimeError, match="isolation unavailable"):
+            run_program("print(1)")
+    finally:
+        pool.close_idle()

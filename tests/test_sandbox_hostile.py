@@ -12,6 +12,7 @@ import os
 import resource
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -421,3 +422,193 @@ def test_import_nonexistent_module(hostile):
 def test_reading_stdin_hits_eof(hostile):
     r = hostile.run("input()", "runtime_error")
     assert r.error_type == "EOFError"
+
+
+# ----------------------------------------------------------------------------------------------
+# Attacks from the hardening review: nothing a program does makes the caller raise, memory is bounded
+# as a whole, no host IPC, no keyrings, and the status comes from what the server observes.
+
+_SYSCALLS = {"x86_64": {"add_key": 248, "unshare": 272}, "aarch64": {"add_key": 217, "unshare": 97}}
+
+
+@lru_cache(maxsize=None)
+def _facts() -> dict:
+    return sandbox.isolation_info()
+
+
+@pytest.fixture
+def cgroup():
+    if not _facts()["cgroup"]:
+        pytest.skip(f"no memory cgroup for sandboxed programs here: {_facts()['cgroup_problem']}")
+
+
+@pytest.fixture
+def seccomp():
+    if not _facts()["seccomp"] or os.uname().machine not in _SYSCALLS:
+        pytest.skip("no seccomp filter for this machine's architecture")
+
+
+FORGERIES = [
+    # the report pipes: a forged setup error used to make run_program raise RuntimeError
+    ("import os\nos.write(3, b'\\n{\"setup_error\": \"forged\"}\\n')\ntry:\n    os.write(4, b'\\n{\"setup_error\": \"x\"}\\n')\n"
+     "except OSError:\n    pass\nprint('done')", "ok"),
+    ("import os\nos.write(3, b'\\n{\"setup_error\": \"forged\"}\\n')\nos._exit(0)", "ok"),
+    ("import os\nos.write(3, b'\\n{\"memory\": true, \"error_type\": \"MemoryError\"}\\n')\nraise ValueError", "runtime_error"),
+    ("import os\nos.write(3, b'\\n{\"phase\": \"compile\", \"compile_error\": \"SyntaxError\"}\\n')\nraise ValueError",
+     "runtime_error"),
+    ("import os\nos.write(3, b'\\n{\"error_type\": \"' + b'A' * 5000 + b'\"}\\n')\nraise ValueError", "runtime_error"),
+    # the harness's own objects: its globals are reachable through the frame below the program's
+    ("import sys\ng = sys._getframe(1).f_globals\n"
+     "for name in ('_exit_code_of', '_flush_std_streams', '_send'):\n    g[name] = lambda *a, **k: 0\n"
+     "g['_exit'] = lambda code: g['os']._exit(0)\nraise ValueError('crash')", "runtime_error"),
+    ("import builtins\nbuiltins.MemoryError = ValueError\nbuiltins.SyntaxError = ValueError\nraise KeyError(1)",
+     "runtime_error"),
+    # exit codes CPython truncates: a nonzero SystemExit never reads as success
+    ("raise SystemExit(2**70)", "runtime_error"),
+    ("raise SystemExit(256)", "runtime_error"),
+    ("raise SystemExit(-256)", "runtime_error"),
+    # a signal it sends itself is not a timeout
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGXCPU)", "killed"),
+]
+
+
+@pytest.mark.parametrize("code, expect", FORGERIES)
+def test_forgeries_do_not_change_the_status(hostile, code, expect):
+    r = hostile.run(code, expect)
+    if expect == "runtime_error":
+        assert r.exit_code != 0 and (r.error_type is None or len(r.error_type) <= 100)
+    if "SystemExit(2**70)" in code:
+        assert r.exit_code == 255  # what CPython exits with
+    if "SIGXCPU" in code:
+        assert r.error_type == "SIGXCPU"
+
+
+def test_forgeries_in_a_batch_leave_the_others_alone():
+    good = [f"print({i})" for i in range(6)]
+    codes = good[:3] + [code for code, _ in FORGERIES] + good[3:]
+    results = sandbox.run_programs(codes, workers=2)
+    assert [r.stdout for r in results[:3] + results[-3:]] == [f"{i}\n" for i in range(6)]
+    assert [r.status for r in results[3:-3]] == [expect for _, expect in FORGERIES]
+
+
+@pytest.mark.parametrize("depth", [1100, 3000])
+def test_deeply_nested_folders_are_cleaned_up(hostile, depth):
+    """The server's cleanup used to recurse (RecursionError at ~1,000 levels) and raise in the caller."""
+    code = (f"import os\nfor _ in range({depth}):\n    os.mkdir('d')\n    os.chdir('d')\n"
+            "open('leaf.txt', 'w').write('x')\nos.chmod('.', 0)\nprint('deep')")
+    r = hostile.run(code, "ok", timeout_s=10)
+    assert r.stdout == "deep\n"
+    assert run_program("import os\nprint(os.listdir('.'))").stdout == "['main.py']\n"
+
+
+@pytest.mark.parametrize("what, code", [
+    ("memfds", "import os\nfds = []\nfor i in range(100):\n    fd = os.memfd_create('x')\n"
+               "    os.write(fd, b'x' * (15 << 20))\n    fds.append(fd)\nprint('held 1.5 GB')"),
+    ("/tmp", "with open('/tmp/big', 'wb') as f:\n    for _ in range(40):\n        f.write(b'x' * (10 << 20))\nprint('wrote')"),
+    ("/dev/shm", "with open('/dev/shm/big', 'wb') as f:\n    for _ in range(40):\n        f.write(b'x' * (10 << 20))\n"
+                 "print('wrote')"),
+    ("children", "import os, time\nfor _ in range(4):\n    if os.fork() == 0:\n        x = bytearray(60 << 20)\n"
+                 "        time.sleep(1)\n        os._exit(0)\n"
+                 "if any(os.wait()[1] for _ in range(4)):\n    raise SystemExit('a child was killed')\nprint('children done')"),
+    ("mmap", "import mmap, numpy as np\nm = mmap.mmap(-1, 1 << 30)\nnp.frombuffer(m, dtype=np.uint8)[:] = 1\nprint('x')"),
+])
+def test_memory_the_rlimit_did_not_see(hostile, cgroup, what, code):
+    """memory_mb bounds everything the program makes the host hold, not each process's address space."""
+    r = hostile.run(code, "memory_limit", timeout_s=10, memory_mb=100, max_file_mb=1024)
+    assert r.error_type == "MemoryError" and r.stdout == "", r
+
+
+def test_no_new_user_namespace_or_mount(hostile, seccomp):
+    """A user namespace would let a program mount its own tmpfs; the filter refuses it (and mounts)."""
+    nr = _SYSCALLS[os.uname().machine]["unshare"]
+    code = ("import ctypes, os, subprocess\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"print(libc.syscall({nr}, 0x10000000 | 0x20000), ctypes.get_errno())\n"
+            "r = subprocess.run(['unshare', '-Urm', 'true'], capture_output=True)\nprint(r.returncode)")
+    r = hostile.run(code, "ok")
+    first, second = r.stdout.split("\n")[:2]
+    assert first == "-1 1" and second != "0", r.stdout  # EPERM
+
+
+def test_host_unix_socket_unreachable(hostile, isolated, seccomp):
+    folder = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    path = folder / "service.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        folder.chmod(0o777)
+        server.bind(str(path))
+        server.listen(5)
+        server.setblocking(False)
+        dgram.bind(str(folder / "dgram.sock"))
+        dgram.setblocking(False)
+        for p in folder.iterdir():
+            p.chmod(0o777)
+        code = (
+            "import socket\n"
+            "for attempt in ('stream', 'dgram', 'pair'):\n"
+            "    try:\n"
+            "        if attempt == 'stream':\n"
+            "            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+            f"            s.connect({str(path)!r})\n"
+            "        elif attempt == 'dgram':\n"
+            "            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            f"            s.sendto(b'hi', {str(folder / 'dgram.sock')!r})\n"
+            "        else:\n"
+            "            a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+            f"            a.sendto(b'hi', {str(folder / 'dgram.sock')!r})\n"
+            "        print('REACHED', attempt)\n"
+            "    except OSError as e:\n"
+            "        print('blocked', attempt, e.errno)\n"
+            "a, b = socket.socketpair()\na.sendall(b'ping')\nprint(b.recv(4).decode())\n"  # in-process IPC still works
+        )
+        r = hostile.run(code, "ok")
+        assert "REACHED" not in r.stdout and r.stdout.count("blocked") == 3 and r.stdout.endswith("ping\n"), r.stdout
+        with pytest.raises(BlockingIOError):
+            server.accept()
+        with pytest.raises(BlockingIOError):
+            dgram.recv(10)
+    finally:
+        server.close()
+        dgram.close()
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
+
+
+def test_kernel_keyrings_refused(hostile, seccomp):
+    nr = _SYSCALLS[os.uname().machine]["add_key"]
+    desc = hostile.marker
+    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            f"ret = libc.syscall({nr}, b'user', {desc.encode()!r}, b'secret', 6, -4)\n"  # KEY_SPEC_USER_KEYRING
+            "print(ret, ctypes.get_errno())\n"
+            "print(open('/proc/keys').read())")
+    r = hostile.run(code, "ok")
+    assert r.stdout.splitlines()[0] == "-1 1" and desc not in r.stdout  # EPERM
+    r2 = hostile.run(f"print({desc!r} in open('/proc/keys').read())", "ok")
+    assert r2.stdout == "False\n"
+    assert desc not in Path("/proc/keys").read_text()
+
+
+def test_interrupted_call_does_not_shift_later_results():
+    """A KeyboardInterrupt between request and reply must not hand A's output to the next call."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            run_program("import time\ntime.sleep(1)\nprint('A')")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert [run_program(f"print('{c}')").stdout for c in "BCD"] == ["B\n", "C\n", "D\n"]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"timeout_s": float("inf")}, {"timeout_s": float("nan")}, {"timeout_s": 0}, {"timeout_s": -1},
+    {"memory_mb": 0}, {"memory_mb": -5}, {"max_procs": 0}, {"max_output_bytes": -1},
+])
+def test_bad_limits_refused_up_front(kwargs):
+    with pytest.raises(ValueError):
+        run_program("print(1)", **kwargs)
+    assert run_program("print(2)").stdout == "2\n"  # and nothing was poisoned
