@@ -14,13 +14,13 @@ Writes OUT/summary.json (every number, with the executability mode) and OUT/<nam
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
-from minirlaif import distributed
-from minirlaif.checkpoint import model_dir
+from minirlaif import distributed, flags
+from minirlaif.checkpoint import claim_run_folder, model_dir
 from minirlaif.data import clean_response_text, load_api_database, load_apibench, load_responses
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset
@@ -30,7 +30,7 @@ from minirlaif.jsonl import write_jsonl_atomic
 from minirlaif.metrics.report import ROWS, score_responses
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.tokenizer import load_tokenizer
-from minirlaif.utils import (check_writable, field, parse_config, quiet_transformers, set_seed,
+from minirlaif.utils import (field, parse_config, quiet_transformers, set_seed,
                              write_json_atomic)
 
 DEFAULT_MODELS = ("runs/sft", "runs/ppo")
@@ -43,21 +43,30 @@ class Config:
     data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
     eval_data: str = field("", "eval file (default: the eval split of --data)")
     api_db: str = field("", "API database file (Gorilla folders find their own)")
-    limit: int = field(0, "evaluate only the first N eval examples (0 = all)")
-    runs: int = field(3, "sampled generations per example; mean and spread are reported")
+    limit: int = field(0, "evaluate only the first N eval examples (0 = all)", type=flags.count)
+    runs: int = field(3, "sampled generations per example; mean and spread are reported", type=flags.positive_int)
     greedy: bool = field(False, "greedy decoding (one run) instead of sampling")
-    temperature: float = field(0.7, "sampling temperature")
-    max_new_tokens: int = field(128, "response length limit")
-    max_prompt_len: int = field(64, "encoder tokens kept")
-    batch_size: int = field(64, "prompts per generation batch")
-    exec_mode: str = field("auto", "executability: run (sandbox), static, or auto (run for builtin data)")
+    temperature: float = field(0.7, "sampling temperature", type=flags.positive_float)
+    max_new_tokens: int = field(128, "response length limit", type=flags.positive_int)
+    max_prompt_len: int = field(64, "encoder tokens kept", type=flags.positive_int)
+    batch_size: int = field(64, "prompts per generation batch", type=flags.positive_int)
+    exec_mode: str = field("auto", "executability: run (sandbox), static, or auto (run for builtin data)",
+                           choices=["auto", "run", "static"])
     hub: str = field("auto", "how AST matching reads the API database: auto (from --data), builtin, huggingface, "
                      "torchhub, tensorflowhub", choices=["auto", "builtin", "huggingface", "torchhub", "tensorflowhub"])
-    workers: int = field(0, "sandbox worker processes (0 = one per CPU core)")
-    timeout: float = field(5.0, "seconds per program in the sandbox")
+    workers: int = field(0, "sandbox worker processes (0 = one per CPU core)", type=flags.count)
+    timeout: float = field(5.0, "seconds per program in the sandbox", type=flags.float_in(0, 3600, low_open=True))
     out: str = field("runs/eval", "folder for summary.json and per-example JSONL")
-    seed: int = field(0, "seed for sampling")
-    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    overwrite: bool = field(False, "write into an --out folder this script did not make (its outputs there are "
+                            "replaced, other files stay)")
+    seed: int = field(0, "seed for sampling", type=flags.seed)
+    device: str = field("auto", "auto, cpu, cuda, cuda:N", type=flags.device)
+
+    def check(self) -> str | None:
+        """Flags that are fine alone but not together (argparse reports it in one line)."""
+        tokens = self.batch_size * (self.max_prompt_len + self.max_new_tokens)
+        return flags.too_big(f"--batch-size {self.batch_size} (the {tokens:,} tokens of one generation batch)",
+                             tokens * flags.ROLLOUT_BYTES_PER_TOKEN)
 
 
 def gorilla_response_records(cfg: Config) -> tuple[list[str], list, list[dict], str]:
@@ -108,7 +117,7 @@ def main(cfg: Config) -> dict:
     if not distributed.is_main() and cfg.responses:
         return {}  # scoring a file of responses is rank 0's job alone
     if distributed.is_main():
-        check_writable(out)
+        claim_run_folder(out, "evaluate.py", {f.name for f in fields(Config)}, cfg.overwrite)
     quiet_transformers()
     results: dict[str, list[dict]] = {}
     if cfg.responses:

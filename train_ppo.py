@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minirlaif import distributed
+from minirlaif import distributed, flags
 from minirlaif.batching import pad_right
-from minirlaif.checkpoint import load_checkpoint, model_dir, resume_hint, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import (claim_run_folder, load_checkpoint, model_dir, resume_hint, save_checkpoint,
+                                  write_dir_atomic)
 from minirlaif.data.prompts import format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
@@ -30,7 +31,7 @@ from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.ppo import PPOConfig, gather, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
-from minirlaif.utils import (JsonlLogger, check_writable, debug_kill_point, field, parse_config,
+from minirlaif.utils import (JsonlLogger, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
@@ -39,40 +40,57 @@ class Config:
     sft: str = field("runs/sft", "SFT run folder (or model folder): the initial and the reference policy")
     rm: str = field("runs/rm", "reward-model run folder (or model folder)")
     out: str = field("runs/ppo", "run folder: model/, checkpoint/, metrics.jsonl")
+    overwrite: bool = field(False, "write into an --out folder this script did not make (its outputs there are "
+                            "replaced, other files stay)")
     data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder (prompts come from its train split)")
     eval_data: str = field("", "separate eval file (unused for training; kept for symmetry)")
     api_db: str = field("", "API database for --data files")
-    iterations: int = field(80, "rollout + update iterations")
+    iterations: int = field(80, "rollout + update iterations", type=flags.positive_int)
     rollouts: int = field(64, "responses sampled per iteration (the PPO batch; under torchrun the global batch, "
-                          "each of N processes samples rollouts / N)")
-    minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of them)")
-    gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)")
-    ppo_epochs: int = field(4, "passes over each batch")
-    lr: float = field(5e-5, "learning rate (AdamW, constant)", positive=True)
-    temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)")
-    max_new_tokens: int = field(128, "response length limit")
-    max_prompt_len: int = field(64, "encoder tokens kept")
-    kl_coef: float = field(0.2, "initial KL coefficient beta")
+                          "each of N processes samples rollouts / N)", type=flags.positive_int)
+    minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of them)",
+                                type=flags.positive_int)
+    gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)",
+                                type=flags.count)
+    ppo_epochs: int = field(4, "passes over each batch", type=flags.positive_int)
+    lr: float = field(5e-5, "learning rate (AdamW, constant)", type=flags.positive_float)
+    temperature: float = field(1.0, "sampling temperature (also divides logits for every log-prob)",
+                               type=flags.positive_float)
+    max_new_tokens: int = field(128, "response length limit", type=flags.positive_int)
+    max_prompt_len: int = field(64, "encoder tokens kept", type=flags.positive_int)
+    kl_coef: float = field(0.2, "initial KL coefficient beta", type=flags.nonnegative_float)
     adaptive_kl: bool = field(False, "adapt beta towards --kl-target (Ziegler et al.)")
-    kl_target: float = field(6.0, "target per-sequence KL for the adaptive controller")
-    kl_horizon: float = field(10000, "horizon of the adaptive controller")
-    missing_eos_penalty: float = field(-1.0, "score for responses cut at --max-new-tokens (nan = off)")
+    kl_target: float = field(6.0, "target per-sequence KL for the adaptive controller", type=flags.positive_float)
+    kl_horizon: float = field(10000, "horizon of the adaptive controller", type=flags.positive_float)
+    missing_eos_penalty: float = field(-1.0, "score for responses cut at --max-new-tokens (nan = off)",
+                                       type=flags.float_in(-1e6, 1e6, allow_nan=True))
     whiten_scores: bool = field(False, "whiten RM scores per batch")
-    gamma: float = field(1.0, "discount gamma")
-    lam: float = field(0.95, "GAE lambda")
-    clip_eps: float = field(0.2, "policy ratio clip epsilon")
-    value_clip_eps: float = field(0.2, "value clip")
-    vf_coef: float = field(0.1, "value-loss weight")
-    ent_coef: float = field(0.0, "entropy-bonus weight")
-    max_grad_norm: float = field(1.0, "gradient-norm clip")
-    max_kl: float = field(100.0, "stop (keeping the last good checkpoint) if per-sequence KL exceeds this")
-    save_every: int = field(5, "iterations between checkpoints")
-    seed: int = field(0, "seed for prompt order and sampling")
-    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    gamma: float = field(1.0, "discount gamma", type=flags.unit_interval)
+    lam: float = field(0.95, "GAE lambda", type=flags.unit_interval)
+    clip_eps: float = field(0.2, "policy ratio clip epsilon", type=flags.positive_float)
+    value_clip_eps: float = field(0.2, "value clip", type=flags.positive_float)
+    vf_coef: float = field(0.1, "value-loss weight", type=flags.nonnegative_float)
+    ent_coef: float = field(0.0, "entropy-bonus weight", type=flags.finite_float)
+    max_grad_norm: float = field(1.0, "gradient-norm clip", type=flags.positive_float)
+    max_kl: float = field(100.0, "stop (keeping the last good checkpoint) if per-sequence KL exceeds this",
+                          type=flags.positive_float)
+    save_every: int = field(5, "iterations between checkpoints", type=flags.positive_int)
+    seed: int = field(0, "seed for prompt order and sampling", type=flags.seed)
+    device: str = field("auto", "auto, cpu, cuda, cuda:N", type=flags.device)
     compile: bool = field(False, "torch.compile the training forward pass (the first steps compile)")
     grad_checkpointing: bool = field(False, "recompute activations in backward: less memory, ~30% more compute")
     resume: bool = field(False, "continue from OUT/checkpoint")
     plot: bool = field(False, "draw the training curves to OUT/curves.png at the end")
+
+    def check(self) -> str | None:
+        """Flags that are fine alone but not together (argparse reports it in one line)."""
+        if self.minibatch_size > self.rollouts:
+            return f"--minibatch-size {self.minibatch_size} is larger than --rollouts {self.rollouts}"
+        if self.gen_batch_size > self.rollouts:
+            return f"--gen-batch-size {self.gen_batch_size} is larger than --rollouts {self.rollouts}"
+        tokens = self.rollouts * (self.max_prompt_len + self.max_new_tokens)
+        return flags.too_big(f"--rollouts {self.rollouts} (tokens, log-probs, values, advantages of {tokens:,} "
+                             "tokens per iteration)", tokens * flags.ROLLOUT_BYTES_PER_TOKEN)
 
 
 def frozen(model: torch.nn.Module) -> torch.nn.Module:
@@ -99,7 +117,7 @@ def main(cfg: Config) -> dict:
         raise InputError(f"--rollouts {cfg.rollouts} and --minibatch-size {cfg.minibatch_size} must be multiples "
                          f"of the number of processes ({world})")
     if distributed.is_main():
-        check_writable(out)
+        claim_run_folder(out, "train_ppo.py", {f.name for f in fields(Config)}, cfg.overwrite)
     quiet_transformers()
     set_seed(cfg.seed)
     ppo_cfg = PPOConfig(**{f.name: getattr(cfg, f.name) for f in fields(PPOConfig) if hasattr(cfg, f.name)})

@@ -23,15 +23,16 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from minirlaif import distributed
+from minirlaif import distributed, flags
 from minirlaif.batching import pad_right
-from minirlaif.checkpoint import load_checkpoint, restore_optimizer, model_dir, resume_hint, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import (claim_run_folder, load_checkpoint, restore_optimizer, model_dir,
+                                  resume_hint, save_checkpoint, write_dir_atomic)
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
@@ -42,7 +43,7 @@ from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwi
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
-from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_at, debug_kill_point, field, parse_config,
+from minirlaif.utils import (JsonlLogger, autocast, debug_kill_at, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
@@ -50,38 +51,51 @@ from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_a
 class Config:
     sft: str = field("runs/sft", "SFT run folder (or model folder): the sampler and the RM's initialisation")
     out: str = field("runs/rm", "run folder: samples, feedback cache, pairs, model/")
+    overwrite: bool = field(False, "write into an --out folder this script did not make (its outputs there are "
+                            "replaced, other files stay)")
     data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
     eval_data: str = field("", "separate eval file (unused here)")
     api_db: str = field("", "API database for --data files")
-    prompts: int = field(1000, "training instructions to sample for (0 = all)")
-    k: int = field(4, "programs sampled per instruction")
-    temperature: float = field(1.0, "sampling temperature for the k programs")
-    max_new_tokens: int = field(128, "response length limit")
-    max_prompt_len: int = field(64, "encoder tokens kept")
+    prompts: int = field(1000, "training instructions to sample for (0 = all)", type=flags.count)
+    k: int = field(4, "programs sampled per instruction", type=flags.positive_int)
+    temperature: float = field(1.0, "sampling temperature for the k programs", type=flags.positive_float)
+    max_new_tokens: int = field(128, "response length limit", type=flags.positive_int)
+    max_prompt_len: int = field(64, "encoder tokens kept", type=flags.positive_int)
     judge: str = field("analyzer", "judge backend: analyzer (offline program analysis), openai, hf",
                        choices=["analyzer", "openai", "hf"])
     judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
     judge_base_url: str = field("", "OpenAI-compatible server URL (default: OpenAI; e.g. vLLM, llama.cpp, Ollama)")
-    judge_workers: int = field(8, "concurrent judge questions")
+    judge_workers: int = field(8, "concurrent judge questions", type=flags.positive_int)
     weights: str = field("api_fits=3,api_args=3", "question weights, id=w comma-separated ('' = all equal); "
                          "see README: equal weights let a wrong API that runs outscore the right API that crashes")
-    margin: float = field(0.1, "minimum score gap for a preference pair")
+    margin: float = field(0.1, "minimum score gap for a preference pair", type=flags.nonnegative_float)
     pair_strategy: str = field("all", "best_worst (one pair per prompt) or all (every pair over the margin)",
                                choices=["best_worst", "all"])
-    heldout_fraction: float = field(0.1, "prompts held out to measure pair accuracy and correlation")
+    heldout_fraction: float = field(0.1, "prompts held out to measure pair accuracy and correlation",
+                                    type=flags.fraction)
     rm_loss: str = field("bt", "bt (Bradley-Terry on pairs) or bce (pointwise: score >= --bce-threshold)",
                          choices=["bt", "bce"])
-    bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)")
+    bce_threshold: float = field(0.99, "score at or above which a program counts as acceptable (bce mode)",
+                                 type=flags.finite_float)
     pooling: str = field("mean", "where the reward head reads the decoder: mean (over the response's tokens) or eos "
                          "(its last token); README: held-out pair accuracy 0.748 (mean) vs 0.629 (eos, lr 1e-3) on the default run",
                          choices=["eos", "mean"])
-    epochs: int = field(6, "passes over the training pairs")
-    batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)")
-    lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)", positive=True)
-    save_every: int = field(50, "steps between resumable checkpoints")
-    seed: int = field(0, "seed for prompt choice, sampling, split and batch order")
-    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    epochs: int = field(6, "passes over the training pairs", type=flags.positive_int)
+    batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)",
+                            type=flags.positive_int)
+    lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)", type=flags.positive_float)
+    save_every: int = field(50, "steps between resumable checkpoints", type=flags.positive_int)
+    seed: int = field(0, "seed for prompt choice, sampling, split and batch order", type=flags.seed)
+    device: str = field("auto", "auto, cpu, cuda, cuda:N", type=flags.device)
     resume: bool = field(False, "continue every stage from what OUT already holds")
+
+    def check(self) -> str | None:
+        """Flags that are fine alone but not together (argparse reports it in one line)."""
+        if self.k < 2 and self.rm_loss == "bt":
+            return f"--k {self.k} gives no preference pairs for --rm-loss bt: use --k 2 or more, or --rm-loss bce"
+        tokens = self.k * max(self.prompts, 1) * (self.max_prompt_len + self.max_new_tokens)
+        return flags.too_big(f"--k {self.k} x --prompts {self.prompts} (the samples' {tokens:,} tokens)",
+                             tokens * flags.ROLLOUT_BYTES_PER_TOKEN)
 
 
 # ---- stage 1: sampling ------------------------------------------------------------------------------
@@ -211,10 +225,10 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     # (0, 1, 0, --device) unless launched by torchrun; its ranks may wait hours for rank 0's judge
     rank, world, _, device = distributed.setup(cfg.device, timeout_minutes=24 * 60)
-    if distributed.is_main():
-        check_writable(out)
     weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
     model_dir(cfg.sft)
+    if distributed.is_main():
+        claim_run_folder(out, "train_rm.py", {f.name for f in fields(Config)}, cfg.overwrite)
     # Opened (and locked) before any work: a second run on the same folder stops here, before it touches
     # samples.jsonl. Rank 0 alone judges.
     cache = FeedbackCache(out / "feedback" / "cache.jsonl") if distributed.is_main() else None

@@ -13,23 +13,24 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minirlaif import distributed
+from minirlaif import distributed, flags
 from minirlaif.batching import chunks, pad_right
-from minirlaif.checkpoint import load_checkpoint, restore_optimizer, resume_hint, save_checkpoint, write_dir_atomic
+from minirlaif.checkpoint import (claim_run_folder, load_checkpoint, restore_optimizer, resume_hint,
+                                  save_checkpoint, write_dir_atomic)
 from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.generation import sample
 from minirlaif.policy import Seq2SeqPolicy, count_parameters
 from minirlaif.tokenizer import SentencePieceTokenizer, check_round_trip, load_tokenizer
-from minirlaif.utils import (JsonlLogger, autocast, check_writable, debug_kill_point, field, parse_config,
+from minirlaif.utils import (JsonlLogger, autocast, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
 
@@ -38,33 +39,43 @@ class Config:
     data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
     eval_data: str = field("", "separate eval file (default: the built-in eval split, or a held-out part)")
     api_db: str = field("", "API database file for --data files (Gorilla folders find their own)")
-    eval_fraction: float = field(0.1, "held-out fraction when --data has no eval split")
+    eval_fraction: float = field(0.1, "held-out fraction when --data has no eval split", type=flags.fraction)
     model: str = field("", "a seq2seq model id or folder to fine-tune (default: --preset from scratch)")
     tokenizer: str = field("", "tokenizer id or folder (default: --model's own, or a new SentencePiece model)")
     preset: str = field("tiny", "architecture when --model is empty (tiny, small, base)")
-    vocab_size: int = field(2000, "SentencePiece vocabulary size when training our own tokenizer")
+    vocab_size: int = field(2000, "SentencePiece vocabulary size when training our own tokenizer",
+                            type=flags.int_at_least(100, 1_000_000))
     out: str = field("runs/sft", "run folder: model/, checkpoint/, metrics.jsonl")
-    epochs: float = field(6.0, "passes over the training data (ignored when --max-steps > 0)")
-    max_steps: int = field(0, "optimizer steps; 0 = from --epochs")
-    batch_size: int = field(32, "examples per micro-batch (per process under torchrun)")
-    grad_accum: int = field(1, "micro-batches per optimizer step")
-    lr: float = field(2e-3, "peak learning rate (AdamW)", positive=True)
-    weight_decay: float = field(0.01, "AdamW weight decay")
-    warmup_steps: int = field(50, "linear warmup steps, then cosine decay to 10% of --lr")
-    grad_clip: float = field(1.0, "max global gradient norm")
-    max_prompt_len: int = field(64, "encoder tokens (instruction) kept")
-    max_target_len: int = field(128, "decoder tokens (program + EOS) kept")
+    overwrite: bool = field(False, "write into an --out folder this script did not make (its outputs there are "
+                            "replaced, other files stay)")
+    epochs: float = field(6.0, "passes over the training data (ignored when --max-steps > 0)",
+                          type=flags.positive_float)
+    max_steps: int = field(0, "optimizer steps; 0 = from --epochs", type=flags.count)
+    batch_size: int = field(32, "examples per micro-batch (per process under torchrun)", type=flags.positive_int)
+    grad_accum: int = field(1, "micro-batches per optimizer step", type=flags.positive_int)
+    lr: float = field(2e-3, "peak learning rate (AdamW)", type=flags.positive_float)
+    weight_decay: float = field(0.01, "AdamW weight decay", type=flags.nonnegative_float)
+    warmup_steps: int = field(50, "linear warmup steps, then cosine decay to 10% of --lr", type=flags.count)
+    grad_clip: float = field(1.0, "max global gradient norm", type=flags.positive_float)
+    max_prompt_len: int = field(64, "encoder tokens (instruction) kept", type=flags.positive_int)
+    max_target_len: int = field(128, "decoder tokens (program + EOS) kept", type=flags.positive_int)
     with_api_call: bool = field(False, "target starts with '<<<api_call>>>: ...' before the program")
-    limit_train: int = field(0, "use only the first N training records (0 = all)")
-    eval_every: int = field(200, "steps between eval-loss measurements")
-    save_every: int = field(100, "steps between resumable checkpoints")
-    log_every: int = field(10, "steps between metrics.jsonl lines")
-    samples: int = field(3, "greedy sample generations printed at the end")
-    seed: int = field(0, "seed for init, data order and dropout")
-    device: str = field("auto", "auto, cpu, cuda, cuda:N")
+    limit_train: int = field(0, "use only the first N training records (0 = all)", type=flags.count)
+    eval_every: int = field(200, "steps between eval-loss measurements", type=flags.positive_int)
+    save_every: int = field(100, "steps between resumable checkpoints", type=flags.positive_int)
+    log_every: int = field(10, "steps between metrics.jsonl lines", type=flags.positive_int)
+    samples: int = field(3, "greedy sample generations printed at the end", type=flags.count)
+    seed: int = field(0, "seed for init, data order and dropout", type=flags.seed)
+    device: str = field("auto", "auto, cpu, cuda, cuda:N", type=flags.device)
     compile: bool = field(False, "torch.compile the training forward pass (the first steps compile)")
     grad_checkpointing: bool = field(False, "recompute activations in backward: less memory, ~30% more compute")
     resume: bool = field(False, "continue from OUT/checkpoint")
+
+    def check(self) -> str | None:
+        """Flags that are fine alone but not together (argparse reports it in one line)."""
+        logits = self.batch_size * self.max_target_len * self.vocab_size
+        return flags.too_big(f"--batch-size {self.batch_size} x --max-target-len {self.max_target_len} x "
+                             f"--vocab-size {self.vocab_size} (one batch's logits and their gradient)", logits * 8)
 
 
 def encode(records, tokenizer, cfg: Config) -> list[tuple[list[int], list[int]]]:
@@ -115,7 +126,7 @@ def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     rank, world, _, device = distributed.setup(cfg.device)  # (0, 1, 0, --device) unless launched by torchrun
     if distributed.is_main():
-        check_writable(out)
+        claim_run_folder(out, "train_sft.py", {f.name for f in fields(Config)}, cfg.overwrite)
     quiet_transformers()
     set_seed(cfg.seed)
     torch.set_float32_matmul_precision("high")

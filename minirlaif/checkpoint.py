@@ -5,6 +5,7 @@
     runs/<stage>/checkpoint/     the latest resumable state: model/ + state.pt (optimizer, scheduler,
                                  step, RNG, anything else the loop needs)
     runs/<stage>/metrics.jsonl   one line per logged step
+    runs/<stage>/.minirlaif-run.json   which script owns the folder (see claim_run_folder)
 
 Atomic folder replace: write `X.tmp/`, move the old `X/` to `X.old/`, rename `X.tmp/` to `X/`, delete
 `X.old/`. A kill at any moment leaves either `X/` or `X.old/` complete; `resolve()` picks it up.
@@ -12,6 +13,7 @@ Atomic folder replace: write `X.tmp/`, move the old `X/` to `X.old/`, rename `X.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +26,52 @@ from minirlaif.errors import InputError
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
+OWNER_FILE = ".minirlaif-run.json"
+
+
+def claim_run_folder(out: str | Path, script: str, config_keys: set[str], overwrite: bool = False) -> None:
+    """Make `out` the run folder of `script`, or refuse before any work if it holds anything else.
+
+    A script replaces what it writes (args.json, metrics.jsonl, model/, ...), so it may only write
+    into an empty or new folder, or one an earlier run of the same script made (its owner file says
+    so; folders from before owner files are recognised by an args.json with exactly this script's
+    settings). `overwrite` lets it write into any folder: its outputs there are replaced, other files
+    stay.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder; pick another --out")
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    owner = _owner(out, config_keys, script)
+    if entries and owner != script and not overwrite:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        what = f"the run of {owner}" if owner else f"files that {script} did not write ({shown})"
+        raise InputError(f"--out {out}: holds {what}; pick another --out, or pass --overwrite to let {script} "
+                         "replace its outputs there (other files stay)")
+    if owner == script and (out / OWNER_FILE).exists():
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / (OWNER_FILE + ".tmp")
+        tmp.write_text(json.dumps({"script": script}) + "\n")
+        os.replace(tmp, out / OWNER_FILE)
+    except OSError as e:
+        raise InputError(f"{out}: output folder is not writable ({e.strerror}); pick another --out") from e
+
+
+def _owner(out: Path, config_keys: set[str], script: str) -> str | None:
+    """The script that made run folder `out`, or None if it is not a run folder we recognise."""
+    try:
+        owner = json.loads((out / OWNER_FILE).read_text()).get("script")
+        return owner if isinstance(owner, str) else None
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        legacy = json.loads((out / "args.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = isinstance(legacy, dict) and set(legacy) | {"overwrite"} == config_keys | {"overwrite"}
+    return script if same else None
 
 
 def write_dir_atomic(target: str | Path, write: Callable[[Path], None]) -> Path:

@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import random
 import sys
@@ -23,7 +22,11 @@ C = TypeVar("C")
 
 
 def parse_config(cls: type[C], description: str, argv: list[str] | None = None) -> C:
-    """Build an argparse parser from a config dataclass (one `--flag` per field, help from metadata)."""
+    """Build an argparse parser from a config dataclass (one `--flag` per field, help from metadata).
+
+    A field's `type` (minirlaif.flags) checks its value; the dataclass's optional `check()` returns a
+    message about flags that do not fit together. Either way argparse stops with one line, exit 2.
+    """
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
@@ -33,29 +36,18 @@ def parse_config(cls: type[C], description: str, argv: list[str] | None = None) 
         if f.type in (bool, "bool"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}.get(str(f.type), None)
-            if kind is None and f.type in (int, float, str):
-                kind = f.type
-            if f.metadata.get("positive"):
-                kind = positive_float
-            parser.add_argument(flag, type=kind or str, default=default, help=help_text,
+            kind = f.metadata.get("type") or {"int": int, "float": float}.get(getattr(f.type, "__name__", f.type), str)
+            parser.add_argument(flag, type=kind, default=default, help=help_text,
                                 choices=f.metadata.get("choices"))
-    return cls(**vars(parser.parse_args(argv)))
-
-
-def positive_float(text: str) -> float:
-    """argparse type for values such as learning rates: a finite number > 0 (nan, inf, 0 are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number greater than 0")
-    return value
+    cfg = cls(**vars(parser.parse_args(argv)))
+    problem = cfg.check() if hasattr(cfg, "check") else None
+    if problem:
+        parser.error(problem)
+    return cfg
 
 
 def field(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help string for `--help`."""
+    """A dataclass field with a help string for `--help` (and e.g. `type=`, `choices=` for its flag)."""
     return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
@@ -158,18 +150,6 @@ def run_main(main: Callable[[], None]) -> None:
     except RunStopped as e:
         print("stopped: " + " ".join(str(e).splitlines()), file=sys.stderr)
         sys.exit(1)
-
-
-def check_writable(directory: str | Path) -> None:
-    """Fail before any work starts when the output folder cannot be written."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write-probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"{directory}: output folder is not writable ({e.strerror}); pick another --out") from e
 
 
 def debug_kill_point(step: int) -> None:

@@ -449,3 +449,36 @@ def test_real_api_database_and_responses(gorilla):
     assert set(range(1, 912)) - ids == {117, 150, 204, 339, 414, 425, 800}
     assert all(isinstance(r["text"], str) for r in responses)
     assert sum(r["text"].endswith('"') for r in responses) > 0.9 * len(responses)  # the stray quote
+
+
+# ---------------------------------------------------------------------------------- bounded input
+
+
+def test_folder_with_broken_and_looping_links_says_what_it_skipped(tmp_path, capsys):
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "a_train.json").write_text(line("###Instruction: Translate.\n###Output: x = 1\n") + "\n")
+    (folder / "b_train.json").symlink_to(tmp_path / "gone.json")
+    (folder / "c_train.json").symlink_to(folder / "c_train.json")
+    (folder / "d_train.json").symlink_to(tmp_path)
+    assert len(load_apibench(folder)) == 1
+    err = capsys.readouterr().err
+    assert f"{folder / 'b_train.json'}: skipped, a broken symbolic link (its target {tmp_path / 'gone.json'}" in err
+    assert f"{folder / 'c_train.json'}: skipped, a symbolic link that leads back to itself" in err
+    assert f"{folder / 'd_train.json'}: skipped, a symbolic link to {tmp_path}, which is not a file" in err
+
+
+def test_a_huge_line_is_refused_without_reading_the_file(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from minirlaif.data import apibench
+
+    monkeypatch.setattr(apibench, "MAX_LINE_BYTES", 1 << 20)  # the rule at a test's scale: 1 MiB
+    path = tmp_path / "huge.json"
+    path.write_text(line("###Instruction: a\n###Output: x = 1\n") + "\n" + "x" * (40 << 20) + "\n")
+    tracemalloc.start()
+    with pytest.raises(InputError, match=r"huge.json:2: line longer than 1 MiB"):
+        load_apibench(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20  # the 40 MB line was never held

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minirlaif.checkpoint import OWNER_FILE
 from tiny_data import tiny_records, write_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,11 +117,13 @@ def build_inputs(base: Path) -> dict:
                 "kl_controller": {"kind": "adaptive", "value": 0.05, "target": 6.0, "horizon": 10000.0}},
                ckpt / "state.pt")
     p["ppo_adaptive"] = base / "ppo_adaptive"
+    (p["ppo_adaptive"] / OWNER_FILE).write_text('{"script": "train_ppo.py"}')  # a run folder of train_ppo.py
 
     # An SFT run folder whose checkpoint state is a truncated file.
     shutil.copytree(base / "sft" / "model", base / "sft_corrupt" / "checkpoint" / "model")
     (base / "sft_corrupt" / "checkpoint" / "state.pt").write_bytes(b"PK\x03\x04 truncated")
     p["sft_corrupt"] = base / "sft_corrupt"
+    (p["sft_corrupt"] / OWNER_FILE).write_text('{"script": "train_sft.py"}')
     return p
 
 
@@ -288,3 +291,72 @@ def test_question_ids_at_both_ends_of_the_eval_file_are_accepted(results, tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
     rows = (tmp_path / "eval" / "responses.examples.jsonl").read_text().splitlines()
     assert len(rows) == 2 and json.loads((tmp_path / "eval" / "summary.json").read_text())["results"]["responses"]
+
+
+# ---- --out: a script writes only into a new or empty folder, or its own earlier run -----------------------
+
+def _user_folder(path: Path, owner: str | None = None) -> Path:
+    """A folder of the user's own files, with the names our scripts write (or another script's run folder)."""
+    (path / "model").mkdir(parents=True)
+    (path / "model" / "my_weights.bin").write_bytes(os.urandom(32))
+    (path / "checkpoint").mkdir()
+    (path / "checkpoint" / "keep.txt").write_text("keep me")
+    (path / "args.json").write_text('{"mine": true}\n')
+    for name in ("metrics.jsonl", "summary.json", "samples.jsonl", "sft.examples.jsonl", "notes.txt"):
+        (path / name).write_text("the user's\n")
+    if owner:
+        (path / ".minirlaif-run.json").write_text(json.dumps({"script": owner}))
+    return path
+
+
+OUT_CASES = {  # name: (script, args for out, owner of the folder or None, what the error says)
+    "sft_into_user_folder": ("train_sft.py", lambda p, o: sft(p, o), None, "files that train_sft.py did not write"),
+    "rm_into_user_folder": ("train_rm.py", lambda p, o: rm(p, o), None, "files that train_rm.py did not write"),
+    "ppo_into_user_folder": ("train_ppo.py", lambda p, o: ppo(p, o), None, "files that train_ppo.py did not write"),
+    "eval_into_user_folder": ("evaluate.py", lambda p, o: ev(p, o, "--models", str(p["sft"]), "--data", str(p["train"]),
+                                                           "--eval-data", str(p["eval"]), "--api-db", str(p["api"])),
+                              None, "files that evaluate.py did not write"),
+    "ppo_into_sft_run": ("train_ppo.py", lambda p, o: ppo(p, o), "train_sft.py", "the run of train_sft.py"),
+    "sft_into_eval_run": ("train_sft.py", lambda p, o: sft(p, o), "evaluate.py", "the run of evaluate.py"),
+}
+
+
+@pytest.mark.slow
+def test_out_folders_the_script_did_not_make_are_refused_untouched(results):
+    p = results["p"]
+    folders = {name: _user_folder(p["base"] / "user" / name, owner) for name, (_, _, owner, _) in OUT_CASES.items()}
+    before = {name: snapshot(f) for name, f in folders.items()}
+
+    def one(name):
+        script, args, _, _ = OUT_CASES[name]
+        return name, run_script(script, args(p, folders[name]))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        done = dict(pool.map(one, OUT_CASES))
+    for name, (script, _, _, says) in OUT_CASES.items():
+        r = done[name]
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (name, r.stderr[-2000:])
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: --out {folders[name]}: holds ") and says in last and "--overwrite" in last, last
+        assert snapshot(folders[name]) == before[name], name  # nothing deleted, overwritten or added
+        assert sorted(p.name for p in folders[name].iterdir()) == sorted(before_names(before[name])), name
+
+
+def before_names(snap: dict[str, bytes]) -> set[str]:
+    return {k.split("/")[0] for k in snap}
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_only_the_scripts_outputs_and_reruns_need_no_flag(results, tmp_path):
+    p = results["p"]
+    out = _user_folder(tmp_path / "eval")
+    responses = write_lines(tmp_path / "responses.jsonl",
+                            [json.dumps({"question_id": 1, "text": "import math\nprint(math.gcd(4, 6))"})])
+    args = ev(p, out, "--responses", str(responses), "--eval-data", str(p["eval"]), "--api-db", str(p["api"]))
+    r = run_script("evaluate.py", args + ["--overwrite"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["results"]["responses"]  # replaced: its output
+    assert (out / "notes.txt").read_text() == "the user's\n"  # not its output: stays
+    assert (out / "model" / "my_weights.bin").exists() and (out / "checkpoint" / "keep.txt").exists()
+    r = run_script("evaluate.py", args)  # its own run folder now: a rerun needs no flag
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -51,3 +51,19 @@ def test_evaluate_gorilla_response_file(gorilla, tmp_path):
     assert summary["n"] == 904 and report["exec_mode"] == "static"
     assert round(summary["hallucination"], 4) == 0.1095  # Gorilla's published 0-shot FT figure
     assert 0.685 <= summary["ast_accuracy"] <= 0.70
+
+
+def test_long_responses_are_scored_on_a_bounded_prefix_and_say_so():
+    """A 1 MB response (a call chain: CodeBLEU's dataflow is superlinear in it) is cut for scoring."""
+    from minirlaif.metrics.report import MAX_SCORED_CHARS, score_responses
+    from tiny_data import tiny_records
+
+    records = tiny_records(2)
+    db = [r.api_data for r in records]
+    huge = "x" + ".f(x)" * 200_000
+    short = records[1].code
+    summary, rows = score_responses([huge, short], [huge, short], records, db, "builtin", exec_mode="static")
+    assert rows[0]["truncated_from"] == len(huge) and rows[1]["truncated_from"] is None
+    assert rows[0]["program"] == huge[:MAX_SCORED_CHARS] and rows[0]["response"] == huge[:MAX_SCORED_CHARS]
+    assert rows[1]["program"] == short and rows[1]["rouge_l"] == pytest.approx(1.0)
+    assert summary["n"] == 2

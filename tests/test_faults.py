@@ -263,7 +263,9 @@ def test_second_train_rm_on_a_busy_folder_stops_before_any_work(base, tmp_path):
     from minirlaif.feedback import FeedbackCache
 
     out = tmp_path / "rm"
-    with FeedbackCache(out / "feedback" / "cache.jsonl"):  # stands in for the first run
+    out.mkdir()
+    (out / ".minirlaif-run.json").write_text('{"script": "train_rm.py"}')  # the first run claimed the folder
+    with FeedbackCache(out / "feedback" / "cache.jsonl"):  # and holds its cache
         r = run("train_rm.py", rm_args(base, out, "--prompts", "8"))
     assert r.returncode == 2, r.stderr[-3000:]
     msg = one_line_stop(r, "error: ")

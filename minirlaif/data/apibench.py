@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -57,6 +60,7 @@ def write_api_database(entries: Iterable[dict], path: str | Path) -> None:
 # the raw bytes on b"\n" ourselves instead of using str.splitlines(): splitlines() also breaks on
 # U+2028 and friends, which may legally sit inside a JSON string, and would shift line numbers.
 
+MAX_LINE_BYTES = 8 << 20  # the longest real Gorilla line is a few KB
 _NO_SUCH_PATH = "no such file or folder (check the path, or set MINIRLAIF_GORILLA for the Gorilla files)"
 # API-database values the evaluator reads as text; the other keys hold mixed JSON types in real files.
 _API_DB_STR_KEYS = ("domain", "framework", "api_name", "api_call", "description")
@@ -79,7 +83,13 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     _check_file(path)
     found = False
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
+        for number in itertools.count(1):
+            raw = f.readline(MAX_LINE_BYTES + 1)  # a stream: memory stays bounded whatever the file holds
+            if not raw:
+                break
+            if len(raw) > MAX_LINE_BYTES:
+                raise InputError(f"{where(path, number)}: line longer than {MAX_LINE_BYTES >> 20} MiB (is this a "
+                                 "JSON Lines file? each line holds one record of a few KB)")
             try:
                 # utf-8-sig on line 1 tolerates a byte-order mark some editors write.
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -232,10 +242,26 @@ def _apibench_files(folder: Path) -> list[Path]:
     """APIBench files of a folder: rule in load_apibench's docstring."""
     if folder.resolve().name == "api":
         return []
-    return [
-        p for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix in (".json", ".jsonl") and not p.stem.endswith("_api")
-    ]
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix not in (".json", ".jsonl") or p.stem.endswith("_api"):
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.is_symlink():  # a link we cannot follow: the user meant this file, so say why it is left out
+            print(f"warning: {p}: skipped, {_unfollowable(p)}", file=sys.stderr)
+    return files
+
+
+def _unfollowable(link: Path) -> str:
+    """Why the symbolic link `link` leads to no file."""
+    try:
+        target = link.resolve(strict=True)
+    except FileNotFoundError:
+        return f"a broken symbolic link (its target {os.readlink(link)} does not exist)"
+    except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError for a loop, 3.13 OSError(ELOOP)
+        return f"a symbolic link that leads back to itself ({e})"
+    return f"a symbolic link to {target}, which is not a file"
 
 
 def load_apibench(path: str | Path) -> list[APIRecord]:
