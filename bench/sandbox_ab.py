@@ -33,6 +33,7 @@ def load_old(revision: str, folder: Path):
         (folder / name).write_text(text)
     spec = importlib.util.spec_from_file_location("old_sandbox", folder / "sandbox.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["old_sandbox"] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
 

@@ -29,8 +29,9 @@ Protects against, for each program:
   * the kernel's shared state: the filter also refuses kernel keyrings (add_key, keyctl: keys
     outlive the program and are shared per uid), new namespaces (unshare, setns, clone flags: a user
     namespace would let it mount its own tmpfs), mount, bpf, perf, userfaultfd and io_uring.
-  * filesystem: every mount is read-only in its namespace; /tmp and /dev/shm are private tmpfs
-    replaced by fresh empty ones after each program; /root and /home are hidden (the Python install
+  * filesystem: every mount is read-only in its namespace; /tmp and /dev/shm are private tmpfs,
+    empty again after each program (a program that left anything there gets them replaced by fresh
+    mounts, however deep or large what it left); /root and /home are hidden (the Python install
     is re-exposed). The only writable places are /tmp (work dir = cwd = HOME) and /dev/shm.
   * secrets: the server's environment is built from scratch (PATH, HOME, LANG, PYTHONHASHSEED=0,
     thread counts = 1); the host's environment (API keys) is never inherited, nor readable via /proc.
