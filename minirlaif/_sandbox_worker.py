@@ -9,8 +9,8 @@ so this process is PID 1 of fresh network, mount, PID and IPC namespaces, and st
   1. shapes its filesystem view: private tmpfs on /tmp and /dev/shm, /root and /home hidden behind
      empty tmpfs (with the Python install re-exposed), every other mount remounted read-only,
      /proc remounted with hidepid=2;
-  2. moves itself into a memory cgroup of its own (see _Cgroup) and checks that a child can load the
-     seccomp filter (see _seccomp_program);
+  2. moves itself into a memory cgroup of its own and checks that a child can load the seccomp filter
+     (both in _sandbox_limits.py, beside this file);
   3. pre-imports numpy and common stdlib modules once (every fork inherits them for free);
   4. serves requests: one JSON object per line on stdin, one JSON result per line on stdout.
      For each request it sets the cgroup's limit, forks a child that drops to a fresh random uid,
@@ -40,6 +40,7 @@ import ctypes  # noqa: E402
 import fcntl  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import linecache  # noqa: E402
 import math  # noqa: E402
@@ -50,12 +51,18 @@ import selectors  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import stat  # noqa: E402
-import struct  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 import types  # noqa: E402
+
+# The cgroup and the seccomp filter live beside this file; loaded by path (our folder is off sys.path).
+_spec = importlib.util.spec_from_file_location(
+    "_sandbox_limits", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_limits.py"))
+limits = importlib.util.module_from_spec(_spec)
+sys.modules["_sandbox_limits"] = limits
+_spec.loader.exec_module(limits)
 
 # Bound once, before any untrusted code exists: a program that monkeypatches os._exit or os.write
 # in its own process must not be able to change how the child ends or reports.
@@ -76,8 +83,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
 MS_REC, MS_PRIVATE, MS_RELATIME, MS_STRICTATIME = 16384, 1 << 18, 1 << 21, 1 << 24
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
-PR_SET_SECCOMP, SECCOMP_MODE_FILTER, MNT_DETACH = 22, 2, 2
-SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW = 1, 4
+MNT_DETACH = 2
 _MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": MS_NOATIME,
                 "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME, "strictatime": MS_STRICTATIME}
 
@@ -85,7 +91,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_long, ctypes.c_void_p]  # seccomp(2) only
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,213 +271,6 @@ def _preload(names: list[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# memory cgroup: one per program, so everything it makes the host hold counts against memory_mb
-
-
-class _Cgroup:
-    """The fork server's memory cgroup (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`).
-
-    The server moves itself in once, so every program it forks starts inside (moving a process per
-    program would cost ~0.5 ms). Before each program the limit is set to what the cgroup holds at that
-    moment plus memory_mb; what the program's processes then charge counts against it: anonymous
-    memory, its children's, page tables, files it writes to /tmp, /dev/shm or a memfd, pipe buffers.
-    Going over OOM-kills a process of the program (each sets its OOM score to the maximum, so the
-    killer picks them before the server; lowering the server's own needs CAP_SYS_RESOURCE, which a
-    container may lack) or fails the allocating
-    syscall with ENOMEM; both are counted in the cgroup's event files, which the server reads after the
-    program ended: a program cannot forge them. Between programs the limit is lifted.
-    """
-
-    def __init__(self, parent: str, version: int, name: str) -> None:
-        self.path, self.version = os.path.join(parent, name), version
-        self.events_before = 0
-
-    @staticmethod
-    def locate() -> tuple[str | None, int, str]:
-        """(folder in which to make the server's cgroup, cgroup version, why not) for this process."""
-        mounts = {}  # "v1"/"v2" -> (mount root, mount point)
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                left, _, right = line.partition(" - ")
-                fields, (fstype, _source, super_opts) = left.split(), right.split()[:3]
-                if fstype == "cgroup2":
-                    mounts.setdefault("v2", (fields[3], fields[4]))
-                elif fstype == "cgroup" and "memory" in super_opts.split(","):
-                    mounts.setdefault("v1", (fields[3], fields[4]))
-        own = {}  # "v1"/"v2" -> our cgroup path
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                if controllers == "":
-                    own["v2"] = path
-                elif "memory" in controllers.split(","):
-                    own["v1"] = path
-        for key, version in (("v1", 1), ("v2", 2)):
-            if key not in mounts or key not in own or not own[key].startswith(mounts[key][0]):
-                continue
-            root, mountpoint = mounts[key]
-            rel = own[key][len(root.rstrip("/")):].rstrip("/")
-            mine = mountpoint + rel
-            if version == 1 and os.path.exists(os.path.join(mine, "memory.limit_in_bytes")):
-                return mine, 1, ""
-            if version == 2:
-                # v2 gives controllers only to cgroups without processes of their own: ours holds the
-                # host process, so the server's cgroup goes beside it, in our parent.
-                parent = mine if rel == "" else os.path.dirname(mine)
-                try:
-                    with open(os.path.join(parent, "cgroup.controllers")) as f:
-                        if "memory" in f.read().split():
-                            return parent, 2, ""
-                except OSError:
-                    pass
-        return None, 0, "no memory cgroup (v1 or v2) that this process can extend"
-
-    def create_and_join(self) -> None:
-        """Make the cgroup and move this (server) process into it."""
-        os.mkdir(self.path, 0o755)
-        if self.version == 2:
-            try:
-                self._write("memory.swap.max", "0")  # nothing of a program is paged out past the limit
-            except OSError:
-                pass  # no swap accounting: without swap there is nothing to page out
-        self._write("cgroup.procs", str(os.getpid()))
-
-    def arm(self, memory_mb: int) -> None:
-        """Before a program: allow memory_mb on top of what is charged now."""
-        current = int(self._read("memory.current" if self.version == 2 else "memory.usage_in_bytes"))
-        self.events_before = self._events()
-        limit = str(current + (memory_mb << 20))
-        if self.version == 2:
-            self._write("memory.max", limit)
-        else:  # with swap accounting on, the memsw limit must never be below the memory limit
-            self._write_v1_limits(limit)
-
-    def disarm(self) -> bool:
-        """After a program (all its processes dead): lift the limit. True if the program hit it."""
-        hit = self._events() > self.events_before
-        if self.version == 2:
-            self._write("memory.max", "max")
-        else:
-            self._write_v1_limits("-1")
-        return hit
-
-    def _write_v1_limits(self, limit: str) -> None:
-        names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
-        if limit == "-1" or int(limit) > int(self._read("memory.limit_in_bytes")):
-            names.reverse()  # raising: memsw first (it must stay >= the memory limit)
-        for name in names:
-            try:
-                self._write(name, limit)
-            except OSError:
-                if name == "memory.limit_in_bytes":
-                    raise  # memsw is absent when swap accounting is off: fine
-
-    def _events(self) -> int:
-        """OOM kills plus refused charges so far (counters only grow)."""
-        if self.version == 2:
-            events = dict(line.split() for line in self._read("memory.events").splitlines() if line)
-            return int(events.get("oom_kill", 0)) + int(events.get("max", 0))
-        oom = dict(line.split() for line in self._read("memory.oom_control").splitlines() if line)
-        return int(oom.get("oom_kill", 0)) + int(self._read("memory.failcnt"))
-
-    def _write(self, name: str, value: str) -> None:
-        with open(os.path.join(self.path, name), "w") as f:
-            f.write(value)
-
-    def _read(self, name: str) -> str:
-        with open(os.path.join(self.path, name)) as f:
-            return f.read()
-
-
-# ----------------------------------------------------------------------------------------------
-# seccomp: the system calls a program may not make
-
-
-# Syscall numbers per audit arch. Refused with EPERM: kernel keyrings (they outlive the program and are
-# shared per uid), new namespaces (a tmpfs mounted in its own user namespace, new network stacks),
-# mounts, BPF, userfaultfd, perf, io_uring (it would bypass this filter). clone3 answers ENOSYS so
-# glibc falls back to clone, whose flags we can inspect. Unix sockets: socket(AF_UNIX) is refused (no
-# connecting to a host service's socket file); socketpair stays for stream/seqpacket (multiprocessing,
-# asyncio) but not datagram, whose sendto() could name a host socket path.
-_SECCOMP_ARCH = {
-    "x86_64": {"arch": 0xC000003E, "x32_bit": 0x40000000, "seccomp": 317, "clone": 56, "clone3": 435, "socket": 41,
-               "socketpair": 53, "deny": (248, 249, 250, 272, 308, 165, 166, 155, 321, 323, 298, 425)},
-    "aarch64": {"arch": 0xC00000B7, "x32_bit": 0, "seccomp": 277, "clone": 220, "clone3": 435, "socket": 198,
-                "socketpair": 199, "deny": (217, 218, 219, 97, 268, 40, 39, 41, 280, 282, 241, 425)},
-}
-_CLONE_NEW_NAMESPACES = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
-AF_UNIX, SOCK_DGRAM, SOCK_TYPE_MASK = 1, 2, 0xF
-_EPERM, _EACCES, _ENOSYS = 1, 13, 38
-
-
-def _seccomp_program() -> bytes | None:
-    """The BPF filter for this machine's architecture, or None where we have no syscall table."""
-    table = _SECCOMP_ARCH.get(os.uname().machine)
-    if table is None:
-        return None
-    LD, JEQ, JGE, JSET, AND, RET = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06  # BPF_LD|W|ABS, BPF_JMP|K ...
-    ALLOW, ERRNO = 0x7FFF0000, 0x00050000
-    NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24  # offsets in struct seccomp_data (low 32 bits of each arg)
-    code: list = []  # (op, jump-true label or 0, jump-false label or 0, k); labels resolved below
-
-    def deny(errno: int) -> str:
-        return f"ret{errno}"
-
-    code += [(LD, 0, 0, ARCH), (JEQ, 0, deny(_EPERM), table["arch"]), (LD, 0, 0, NR)]
-    if table["x32_bit"]:
-        code.append((JGE, deny(_EPERM), 0, table["x32_bit"]))
-    for nr in table["deny"]:
-        code.append((JEQ, deny(_EPERM), 0, nr))
-    code += [(JEQ, deny(_ENOSYS), 0, table["clone3"]),
-             (JEQ, "clone", 0, table["clone"]),
-             (JEQ, "socket", 0, table["socket"]),
-             (JEQ, "socketpair", 0, table["socketpair"]),
-             (RET, 0, 0, ALLOW),
-             "clone", (LD, 0, 0, ARG0), (JSET, deny(_EPERM), 0, _CLONE_NEW_NAMESPACES), (RET, 0, 0, ALLOW),
-             "socket", (LD, 0, 0, ARG0), (JEQ, deny(_EACCES), 0, AF_UNIX), (RET, 0, 0, ALLOW),
-             "socketpair", (LD, 0, 0, ARG0), (JEQ, 0, "allow", AF_UNIX), (LD, 0, 0, ARG1),
-             (AND, 0, 0, SOCK_TYPE_MASK), (JEQ, deny(_EACCES), 0, SOCK_DGRAM),
-             "allow", (RET, 0, 0, ALLOW)]
-    for errno in (_EPERM, _EACCES, _ENOSYS):
-        code += [deny(errno), (RET, 0, 0, ERRNO | errno)]
-    labels, position = {}, 0
-    for item in code:
-        if isinstance(item, str):
-            labels[item] = position
-        else:
-            position += 1
-    out, position = b"", 0
-    for item in code:
-        if isinstance(item, str):
-            continue
-        op, jt, jf, k = item
-        rel = lambda label: 0 if label == 0 else labels[label] - position - 1  # noqa: E731
-        out += struct.pack("HBBI", op, rel(jt), rel(jf), k)
-        position += 1
-    return out
-
-
-def _install_seccomp(program: bytes) -> None:
-    """Load the filter for this process and every process it starts (needs NO_NEW_PRIVS set first).
-
-    Through seccomp(2) with SECCOMP_FILTER_FLAG_SPEC_ALLOW where the kernel has it: otherwise a
-    filtered process also gets the speculative-store-bypass mitigation, which slows every program down
-    (~5% of sandbox throughput measured here) against side channels this sandbox does not claim to stop.
-    """
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    prog = SockFprog(len(program) // 8, program)
-    table = _SECCOMP_ARCH[os.uname().machine]
-    if _libc.syscall(table["seccomp"], SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-                     ctypes.addressof(prog)) == 0:
-        return
-    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp: {os.strerror(err)}")
-
-
-# ----------------------------------------------------------------------------------------------
 # the forked child: lock down, then run the program (runs once per program; never returns)
 
 
@@ -484,7 +282,7 @@ def _program_env(work: str) -> dict[str, str]:
 
 
 def _lock_down(req: dict, work: str, pipes: tuple[int, int, int, int], uid: int | None,
-               cgroup: _Cgroup | None, seccomp: bytes | None) -> str:
+               cgroup: limits.Cgroup | None, seccomp: bytes | None) -> str:
     """Turn the fresh fork into the program's process. Returns the path of main.py."""
     # stdio first: fd 4 is the setup pipe, so anything failing below can still be reported.
     # F_DUPFD moves the pipe ends above 10 so the dup2s below cannot clobber one another.
@@ -508,20 +306,20 @@ def _lock_down(req: dict, work: str, pipes: tuple[int, int, int, int], uid: int 
     os.chdir(work)
     os.umask(0o022)
 
-    # Resource limits. With a cgroup, memory is limited there (it sees everything, see _Cgroup);
+    # Resource limits. With a cgroup, memory is limited there (it sees everything, see limits.Cgroup);
     # without one, RLIMIT_AS per process is all we have. It counts the pre-warmed interpreter too, so
     # memory_mb is granted on top of what the fork already maps (numpy alone maps ~100 MB).
     mb = 1 << 20
     cpu_s = math.ceil(req["timeout_s"]) + 1  # backstop for the server's wall clock
-    limits = [(resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_FSIZE, req["max_file_mb"] * mb),
+    rlimits = [(resource.RLIMIT_CPU, cpu_s), (resource.RLIMIT_FSIZE, req["max_file_mb"] * mb),
               (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_CORE, 0)]
     if cgroup is None:
         with open("/proc/self/statm") as f:
             mapped = int(f.read().split()[0]) * resource.getpagesize()
-        limits.append((resource.RLIMIT_AS, mapped + req["memory_mb"] * mb))
+        rlimits.append((resource.RLIMIT_AS, mapped + req["memory_mb"] * mb))
     if uid is not None:  # RLIMIT_NPROC counts per uid; only meaningful with a uid of our own
-        limits.append((resource.RLIMIT_NPROC, req["max_procs"]))
-    for which, value in limits:
+        rlimits.append((resource.RLIMIT_NPROC, req["max_procs"]))
+    for which, value in rlimits:
         hard = value + 1 if which == resource.RLIMIT_CPU else value  # SIGXCPU first, SIGKILL 1 s later
         resource.setrlimit(which, (value, hard))
 
@@ -534,7 +332,7 @@ def _lock_down(req: dict, work: str, pipes: tuple[int, int, int, int], uid: int 
         _prctl(PR_SET_DUMPABLE, 1)  # uid change clears it; keep /proc/self and own children readable
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # if the server dies, so do we (set after the uid change)
     if seccomp is not None:
-        _install_seccomp(seccomp)
+        limits.install_seccomp(seccomp)
 
     # Python-level state: make this fork look like `cd work && python main.py`.
     main_path = os.path.join(work, "main.py")
@@ -642,7 +440,7 @@ def _run_main(code: str, main_path: str, *, _exit_code_of=_exit_code_of, _send=_
 
 
 def _child(req: dict, work: str, pipes: tuple[int, int, int, int], uid: int | None,
-           cgroup: _Cgroup | None, seccomp: bytes | None, *, _exit=os._exit) -> None:
+           cgroup: limits.Cgroup | None, seccomp: bytes | None, *, _exit=os._exit) -> None:
     """Body of the forked child. Always ends in os._exit: it must never return into server code."""
     exit_code = 125
     try:
@@ -814,7 +612,8 @@ def _remove_tree(path: str) -> None:
     os.rmdir(path)
 
 
-_CGROUP: _Cgroup | None = None
+_CGROUP: limits.Cgroup | None = None
+_SECCOMP: bytes | None = None
 
 
 def run_one(req: dict, facts: dict) -> dict:
@@ -852,7 +651,7 @@ def run_one(req: dict, facts: dict) -> dict:
 
 
 def _finish(req: dict, facts: dict, pid: int, start: float, fds: list[int], work: str,
-            cgroup: _Cgroup | None) -> dict:
+            cgroup: limits.Cgroup | None) -> dict:
     """Watch the child until it ends or times out, then classify, collect output and clean up."""
     limit = req["max_output_bytes"]
     info_fd, setup_fd, out_fd, err_fd = fds
@@ -915,57 +714,11 @@ def _finish(req: dict, facts: dict, pid: int, start: float, fds: list[int], work
     return result
 
 
-def _join_cgroup(root: bool, name: str) -> dict:
-    """Move this server into a memory cgroup of its own, if this machine lets us make one."""
-    global _CGROUP
-    if not root:
-        return {"cgroup": 0, "cgroup_path": None, "cgroup_problem": "not running as root"}
-    try:
-        parent, version, problem = _Cgroup.locate()
-        if parent is None:
-            return {"cgroup": 0, "cgroup_path": None, "cgroup_problem": problem}
-        for stale in os.listdir(parent):  # left by servers that were killed: empty, so rmdir works
-            if stale.startswith("minirlaif-sandbox-"):
-                try:
-                    os.rmdir(os.path.join(parent, stale))
-                except OSError:
-                    pass  # a live server is inside: EBUSY
-        cgroup = _Cgroup(parent, version, name)
-        cgroup.create_and_join()
-        cgroup.arm(64)
-        cgroup.disarm()
-    except (OSError, ValueError) as e:
-        return {"cgroup": 0, "cgroup_path": None, "cgroup_problem": f"cannot make a memory cgroup ({e})"}
-    _CGROUP = cgroup
-    return {"cgroup": version, "cgroup_path": cgroup.path, "cgroup_problem": ""}
-
-
-_SECCOMP: bytes | None = None
-
-
-def _probe_seccomp() -> tuple[bytes | None, bool]:
-    """The filter, and whether a child can load it (checked once in a throwaway fork)."""
-    program = _seccomp_program()
-    if program is None:
-        return None, False
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _prctl(PR_SET_NO_NEW_PRIVS, 1)
-            _install_seccomp(program)
-            refused = _libc.unshare(0x10000000) != 0 and ctypes.get_errno() == _EPERM  # CLONE_NEWUSER
-            _exit(0 if refused else 1)
-        except BaseException:  # noqa: BLE001
-            _exit(1)
-    works = os.waitpid(pid, 0)[1] == 0
-    return (program if works else None), works
-
-
 # ----------------------------------------------------------------------------------------------
 
 
 def main() -> None:
-    global _SECCOMP
+    global _CGROUP, _SECCOMP
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--namespaces", action="store_true", help="we were started by unshare (see top)")
     ap.add_argument("--host-ns", default="", help="host's 'net:[..],ipc:[..]' ns ids, to verify ours differ")
@@ -1007,8 +760,9 @@ def main() -> None:
     if "cgroup" in args.without:
         facts.update(cgroup=0, cgroup_path=None, cgroup_problem="switched off (--without cgroup)")
     else:
-        facts.update(_join_cgroup(facts["uid_drop"], args.cgroup_name))
-    _SECCOMP, facts["seccomp"] = (None, False) if "seccomp" in args.without else _probe_seccomp()
+        _CGROUP, cgroup_facts = limits.join_cgroup(facts["uid_drop"], args.cgroup_name)
+        facts.update(cgroup_facts)
+    _SECCOMP, facts["seccomp"] = (None, False) if "seccomp" in args.without else limits.probe_seccomp()
     # With a dropped uid, `import x` of a module we did not preload needs a world-readable install.
     facts["unreadable_paths"] = [p for p in _python_paths() if facts["uid_drop"] and not _readable_by_anyone(p)]
     facts["python_readable"] = not facts["unreadable_paths"]

@@ -6,7 +6,8 @@
     results = run_programs(codes)  # parallel, input order
 
 A leaf module: it imports nothing from minirlaif (its helper `_sandbox_worker.py` is run as a
-script, never imported), so both files can be copied into another project unchanged.
+script, never imported, and loads `_sandbox_limits.py` beside it), so the three files can be copied
+into another project unchanged.
 
 How it works
 ------------

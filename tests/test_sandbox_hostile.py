@@ -26,6 +26,7 @@ from minirlaif.sandbox import SandboxResult, run_program
 
 REPO = Path(__file__).resolve().parents[1]
 OWN_FILES = [REPO / "minirlaif" / "sandbox.py", REPO / "minirlaif" / "_sandbox_worker.py",
+             REPO / "minirlaif" / "_sandbox_limits.py",
              REPO / "tests" / "test_sandbox.py", Path(__file__).resolve()]
 MARGIN_S = 2.0  # a loaded 2-core CI box; the sandbox itself adds ~10 ms
 
