@@ -1,0 +1,158 @@
+"""Wiring: each training step rebuilt by hand from a plain forward pass and plain loops, then compared.
+
+The loss functions have their own tests against independent computations (test_losses.py). These
+tests check how the steps put them together: which log-probs go where in the KL reward, which way
+each loss term points, which positions a loss reads. Each builds the step in float64 Python loops
+or plain tensor code, without ppo.py's or train_sft.py's helpers, and compares with the library's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from minirlaif.ppo import PPOConfig, rollout, update
+from tiny_data import tiny_models
+
+EOS, PAD = 1, 0
+VOCAB = 12  # small (and T = 2 below), so that some sampled responses end with EOS and some are cut
+
+
+def _prompts(b: int = 6, s: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(2, VOCAB, (b, s), generator=torch.Generator().manual_seed(11))
+    mask = torch.ones_like(ids)
+    ids[1, 5:], mask[1, 5:] = PAD, 0  # prompts of different lengths
+    ids[4, 7:], mask[4, 7:] = PAD, 0
+    return ids, mask
+
+
+def _plain_forward(model, ids, mask, tokens, temperature):
+    """Teacher-forced log pi(y_t), V(s_t), logits/T, by hand: decoder input = [start] + y_<t."""
+    start = torch.full_like(tokens[:, :1], model.decoder_start_id)
+    logits, values = model(ids, mask, torch.cat([start, tokens[:, :-1]], dim=1))
+    logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return logp, values, logits
+
+
+def _models():
+    """Policy, reference and reward model that differ: a KL of 0 or a zero value head would hide mistakes."""
+    policy, ref, rm = tiny_models(seed=7, vocab_size=VOCAB)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(8)
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        policy.value_head.weight.copy_(0.1 * torch.randn(policy.value_head.weight.shape, generator=gen))
+        policy.value_head.bias.fill_(0.3)
+    return policy, ref, rm
+
+
+def test_ppo_rollout_and_update_equal_a_hand_built_iteration():
+    policy, ref, rm = _models()
+    ids, mask = _prompts()
+    beta = 0.3
+    cfg = PPOConfig(temperature=2.0, max_new_tokens=10, missing_eos_penalty=-1.5, gamma=0.9, lam=0.8,
+                    clip_eps=0.2, value_clip_eps=0.2, vf_coef=0.5, ent_coef=0.01, ppo_epochs=1,
+                    minibatch_size=6, max_grad_norm=1e9)
+    before = copy.deepcopy(policy)
+    batch = rollout(policy, ref, rm, ids, mask, beta, cfg, EOS, PAD, generator=torch.Generator().manual_seed(0))
+    tokens, m = batch.tokens, batch.mask.bool()  # the samples themselves: sampling has its own tests
+    B, T = tokens.shape
+    lengths = m.sum(1).tolist()
+    assert len(set(lengths)) > 1, "responses of one length would not test the masking"
+
+    # ---- rollout: log-probs, values, scores, per-token rewards, GAE, whitening ----
+    with torch.no_grad():
+        logp, values, _ = _plain_forward(before, ids, mask, tokens, cfg.temperature)
+        ref_logp, _, _ = _plain_forward(ref, ids, mask, tokens, cfg.temperature)
+        rm_score = rm(ids, mask, tokens, batch.mask)
+    finished = [EOS in tokens[b, :lengths[b]].tolist() for b in range(B)]
+    assert finished == batch.finished.tolist() and not all(finished) and any(finished)
+    scores = [float(rm_score[b]) if finished[b] else cfg.missing_eos_penalty for b in range(B)]
+
+    rewards = [[0.0] * T for _ in range(B)]
+    adv = [[0.0] * T for _ in range(B)]
+    ret = [[0.0] * T for _ in range(B)]
+    for b in range(B):
+        L = lengths[b]
+        for t in range(L):  # r_t = -beta (log pi_old - log pi_ref) + [t = last] score
+            rewards[b][t] = -beta * (float(logp[b, t]) - float(ref_logp[b, t])) + (scores[b] if t == L - 1 else 0.0)
+        a_next, v_next = 0.0, 0.0
+        for t in reversed(range(L)):  # delta_t = r_t + gamma V_{t+1} - V_t; A_t = delta_t + gamma lambda A_{t+1}
+            v = float(values[b, t])
+            a_next = rewards[b][t] + cfg.gamma * v_next - v + cfg.gamma * cfg.lam * a_next
+            adv[b][t], ret[b][t], v_next = a_next, a_next + v, v
+    real = [adv[b][t] for b in range(B) for t in range(lengths[b])]
+    mean = sum(real) / len(real)
+    var = sum((a - mean) ** 2 for a in real) / (len(real) - 1)
+    white = [[(adv[b][t] - mean) / math.sqrt(var + 1e-8) if t < lengths[b] else 0.0 for t in range(T)]
+             for b in range(B)]
+
+    def close(got: torch.Tensor, want, what: str, atol: float = 1e-5) -> None:
+        want = torch.as_tensor(want, dtype=torch.float64)
+        assert torch.allclose(got.double(), want, atol=atol), f"{what}: max diff {(got.double() - want).abs().max()}"
+
+    close(batch.logprobs, logp * m, "log pi_old")
+    close(batch.ref_logprobs, ref_logp * m, "log pi_ref")
+    close(batch.values, values * m, "V_old")
+    close(batch.scores, scores, "scores (EOS penalty)")
+    close(batch.rewards, rewards, "per-token rewards")
+    close(batch.returns, ret, "returns")
+    close(batch.advantages, white, "whitened advantages")
+
+    # ---- update: one minibatch of the whole batch, one SGD step ----
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    stats = update(policy, optimizer, batch, cfg, generator=torch.Generator().manual_seed(0))
+
+    hand = copy.deepcopy(before)
+    new_logp, new_values, logits = _plain_forward(hand, ids, mask, tokens, cfg.temperature)
+    old_logp, old_v = batch.logprobs.double(), batch.values.double()
+    A, R = torch.tensor(white, dtype=torch.float64), torch.tensor(ret, dtype=torch.float64)
+    ratio = torch.exp(new_logp.double() - old_logp)
+    surrogate = torch.maximum(-A * ratio, -A * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps))
+    v = new_values.double()
+    v_clip = old_v + (v - old_v).clamp(-cfg.value_clip_eps, cfg.value_clip_eps)
+    value_err = 0.5 * torch.maximum((v - R) ** 2, (v_clip - R) ** 2)
+    probs = torch.softmax(logits.double(), dim=-1)
+    entropy = -(probs * torch.log_softmax(logits.double(), dim=-1)).sum(-1)
+    n = m.sum()
+    pg_loss, vf_loss, ent = (surrogate * m).sum() / n, (value_err * m).sum() / n, (entropy * m).sum() / n
+    loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * ent
+    loss.backward()
+    with torch.no_grad():
+        for p in hand.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+
+    assert math.isclose(stats["policy_loss"], float(pg_loss), abs_tol=1e-6)
+    assert math.isclose(stats["value_loss"], float(vf_loss), abs_tol=1e-6)
+    assert math.isclose(stats["entropy"], float(ent), abs_tol=1e-5)
+    for (name, got), want in zip(policy.named_parameters(), hand.parameters()):
+        assert torch.allclose(got, want, atol=1e-6), f"{name}: max diff {(got - want).abs().max()}"
+    moved = max(float((p - q).abs().max()) for p, q in zip(policy.parameters(), before.parameters()))
+    assert moved > 1e-4  # the step did something, so the comparison above means something
+
+
+def test_sft_loss_reads_only_the_target_tokens():
+    """train_sft.batch_loss = mean over target tokens (EOS included) of -log pi(y_t | x, y_<t); the
+    instruction's tokens and the padding of either side never count."""
+    import train_sft
+    from minirlaif.policy import Seq2SeqPolicy
+
+    torch.manual_seed(3)
+    policy = Seq2SeqPolicy.from_preset("tiny", vocab_size=120, pad_id=PAD, eos_id=EOS).eval()
+    pairs = [([5, 6, 7, 8, 9], [20, 21, 22, EOS]), ([30, 31], [40, 41, 42, 43, 44, 45, EOS]), ([50, 51, 52], [EOS])]
+    loss, n_tokens = train_sft.batch_loss(policy, pairs, PAD, "cpu")
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for prompt, target in pairs:  # one unpadded example at a time
+            ids = torch.tensor([prompt])
+            logits, _ = policy(ids, torch.ones_like(ids), policy.decoder_inputs(torch.tensor([target])))
+            logp = torch.log_softmax(logits[0].double(), dim=-1)
+            total -= sum(float(logp[t, y]) for t, y in enumerate(target))
+            count += len(target)
+    assert n_tokens == count == 12
+    assert math.isclose(loss.item(), total / count, rel_tol=1e-5)
