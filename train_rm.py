@@ -187,6 +187,24 @@ def encode_batch(tokenizer, prompts: list[str], responses: list[str], cfg: Confi
     return src, src_mask, tgt, tgt_mask
 
 
+def batch_loss(model, tokenizer, batch: list[tuple], cfg: Config, device) -> tuple[torch.Tensor, float]:
+    """The reward model's loss and accuracy on a batch: Bradley-Terry on (prompt, chosen, rejected)
+    triples, or pointwise BCE on (prompt, response, label) with --rm-loss bce. Raw rewards (no
+    normalisation: it is fitted after training)."""
+    if cfg.rm_loss == "bt":
+        # chosen and rejected in one forward pass: rows [0, n) chosen, [n, 2n) rejected
+        prompts_, responses_ = [b[0] for b in batch] * 2, [b[1] for b in batch] + [b[2] for b in batch]
+    else:
+        prompts_, responses_ = [b[0] for b in batch], [b[1] for b in batch]
+    with autocast(device):
+        r = model(*encode_batch(tokenizer, prompts_, responses_, cfg, device), normalise=False).float()
+    if cfg.rm_loss == "bt":
+        chosen, rejected = r[: len(batch)], r[len(batch):]
+        return bradley_terry_loss(chosen, rejected), float(bradley_terry_accuracy(chosen, rejected))
+    labels = torch.tensor([b[2] for b in batch], device=device)
+    return pointwise_bce_loss(r, labels), float(((r > 0).float() == labels).float().mean())
+
+
 def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, raw=False, batch=64) -> torch.Tensor:
     out = []
     with torch.no_grad():
@@ -311,21 +329,7 @@ def main(cfg: Config) -> dict:
         epoch, pos = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
         batch = [examples[i] for i in distributed.shard(perm[pos * global_batch : (pos + 1) * global_batch])]
-        if cfg.rm_loss == "bt":
-            # chosen and rejected in one forward pass: rows [0, n) chosen, [n, 2n) rejected
-            prompts_, responses_ = [b[0] for b in batch] * 2, [b[1] for b in batch] + [b[2] for b in batch]
-        else:
-            prompts_, responses_ = [b[0] for b in batch], [b[1] for b in batch]
-        with autocast(device):
-            r = train_model(*encode_batch(tokenizer, prompts_, responses_, cfg, device), normalise=False).float()
-        if cfg.rm_loss == "bt":
-            chosen, rejected = r[: len(batch)], r[len(batch):]
-            loss = bradley_terry_loss(chosen, rejected)
-            acc = float(bradley_terry_accuracy(chosen, rejected))
-        else:
-            labels = torch.tensor([b[2] for b in batch], device=device)
-            loss = pointwise_bce_loss(r, labels)
-            acc = float(((r > 0).float() == labels).float().mean())
+        loss, acc = batch_loss(train_model, tokenizer, batch, cfg, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

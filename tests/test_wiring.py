@@ -156,3 +156,41 @@ def test_sft_loss_reads_only_the_target_tokens():
             count += len(target)
     assert n_tokens == count == 12
     assert math.isclose(loss.item(), total / count, rel_tol=1e-5)
+
+
+def test_reward_model_loss_pairs_each_chosen_with_its_rejected():
+    """train_rm.batch_loss: Bradley-Terry over (prompt, chosen, rejected) triples = mean of
+    -log sigmoid(r(x, y_chosen) - r(x, y_rejected)), each reward from its own unpadded example; BCE
+    with --rm-loss bce. Raw rewards, as in training."""
+    import train_rm
+    from minirlaif.reward_model import RewardModel
+    from minirlaif.tokenizer import SentencePieceTokenizer
+    from tiny_data import tiny_records
+
+    recs = tiny_records(60)
+    tokenizer = SentencePieceTokenizer.train([r.instruction for r in recs] + [r.code for r in recs], vocab_size=150)
+    policy, _, _ = tiny_models(seed=9, vocab_size=tokenizer.vocab_size)
+    model = RewardModel(policy.backbone, pooling="mean").eval()
+    triples = [(recs[i].instruction, recs[i].code, recs[i + 1].code) for i in range(0, 10, 2)]
+    cfg = train_rm.Config(max_prompt_len=64, max_new_tokens=128)
+
+    def reward(prompt: str, response: str) -> float:
+        ids, resp = torch.tensor([tokenizer(prompt, 64)]), torch.tensor([tokenizer(response, 128)])
+        return float(model.raw_reward(ids, torch.ones_like(ids), resp, torch.ones_like(resp)))
+
+    with torch.no_grad():
+        loss, acc = train_rm.batch_loss(model, tokenizer, triples, cfg, "cpu")
+        margins = [reward(x, c) - reward(x, r) for x, c, r in triples]
+    want = sum(math.log1p(math.exp(-d)) for d in margins) / len(margins)  # -log sigmoid(d)
+    assert len({round(d, 3) for d in margins}) == len(margins) and any(d < 0 for d in margins)
+    assert math.isclose(float(loss), want, rel_tol=1e-5)
+    assert math.isclose(acc, sum(d > 0 for d in margins) / len(margins), rel_tol=1e-6)
+
+    cfg.rm_loss = "bce"
+    labelled = [(x, c, 1.0) for x, c, _ in triples] + [(x, r, 0.0) for x, _, r in triples]
+    with torch.no_grad():
+        loss, _ = train_rm.batch_loss(model, tokenizer, labelled, cfg, "cpu")
+        logits = [reward(x, y) for x, y, _ in labelled]
+    want = sum(math.log1p(math.exp(-z)) if label else math.log1p(math.exp(z)) for z, (_, _, label)
+               in zip(logits, labelled)) / len(labelled)
+    assert math.isclose(float(loss), want, rel_tol=1e-5)
