@@ -173,6 +173,7 @@ def _clean_scratch() -> None:
     try:
         fresh = all(_used_inodes(d) == _SCRATCH_INODES[d] + (2 if d == os.path.dirname(WORK_DIR) else 0)
                     for d in _SCRATCH_BINDS)
+        fresh = fresh and stat.S_ISDIR(os.lstat(WORK_DIR).st_mode)  # not a link the program put there
         if fresh:
             os.unlink(os.path.join(WORK_DIR, "main.py"))  # fails if the program moved or replaced it
             os.rmdir(WORK_DIR)
@@ -583,6 +584,11 @@ def _remove_tree(path: str) -> None:
     Walks down with chdir so no path grows past PATH_MAX and no fd is held per level; every process
     of the program is dead, so nothing moves the folders while we walk.
     """
+    if not os.path.lexists(path):
+        return  # the program removed its own folder
+    if not stat.S_ISDIR(os.lstat(path).st_mode):
+        os.unlink(path)  # e.g. a symlink it put in place of its folder: remove the link, never follow it
+        return
     os.chdir(path)
     names: list[str] = []  # the folders we are in, below `path`
     try:

@@ -1,6 +1,7 @@
 """minirlaif.sandbox: results, classification, and the basic isolation guarantees."""
 
 import ast
+import shutil
 import sys
 import os
 import socket
@@ -308,3 +309,32 @@ def test_without_cgroup_and_seccomp_warns_once_and_degrades(monkeypatch):
             run_program("print(1)")
     finally:
         pool.close_idle()
+
+
+@pytest.mark.filterwarnings("ignore:.*not readable by other users.*:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:.*namespaces unavailable.*:RuntimeWarning")
+def test_fallback_cleanup_never_follows_a_link_the_program_left(monkeypatch, tmp_path):
+    """Without namespaces the work dir lives in the host's /tmp, and the server deletes it as root: a
+    program that swaps it for a link to a host folder, or deletes it, must not make that go wrong."""
+    pool = sandbox._Pool()
+    monkeypatch.setattr(sandbox, "_POOL", pool)
+    monkeypatch.setattr(sandbox, "_namespace_problem", lambda: "forced by the test")
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "keep.txt").write_text("keep")
+    host.chmod(0o777)
+    swap = ("import os\nd = os.getcwd()\nos.chdir('/')\nos.rename(d, d + '-moved')\n"
+            f"os.symlink({str(host)!r}, d)\nprint(d)")
+    gone = "import os\nd = os.getcwd()\nos.chdir('/')\nos.remove(d + '/main.py')\nos.rmdir(d)\nprint('gone')"
+    try:
+        r = run_program(swap)
+        assert r.ok, r
+        moved = Path(r.stdout.strip() + "-moved")
+        assert not os.path.lexists(r.stdout.strip()) and (host / "keep.txt").read_text() == "keep"
+        assert sorted(p.name for p in host.iterdir()) == ["keep.txt"]
+        r = run_program(gone)
+        assert (r.status, r.stdout) == ("ok", "gone\n"), r
+    finally:
+        pool.close_idle()
+        if "moved" in locals():
+            shutil.rmtree(moved, ignore_errors=True)  # what a program moves out of reach stays (fallback only)

@@ -126,12 +126,12 @@ def test_ppo_rollout_and_update_equal_a_hand_built_iteration():
             if p.grad is not None:
                 p -= 0.1 * p.grad
 
-    assert math.isclose(stats["policy_loss"], float(pg_loss), abs_tol=1e-6)
-    assert math.isclose(stats["value_loss"], float(vf_loss), abs_tol=1e-6)
-    assert math.isclose(stats["entropy"], float(ent), abs_tol=1e-5)
+    assert math.isclose(stats["policy_loss"], pg_loss.item(), abs_tol=1e-6)
+    assert math.isclose(stats["value_loss"], vf_loss.item(), abs_tol=1e-6)
+    assert math.isclose(stats["entropy"], ent.item(), abs_tol=1e-5)
     for (name, got), want in zip(policy.named_parameters(), hand.parameters()):
         assert torch.allclose(got, want, atol=1e-6), f"{name}: max diff {(got - want).abs().max()}"
-    moved = max(float((p - q).abs().max()) for p, q in zip(policy.parameters(), before.parameters()))
+    moved = max((p - q).abs().max().item() for p, q in zip(policy.parameters(), before.parameters()))
     assert moved > 1e-4  # the step did something, so the comparison above means something
 
 
