@@ -462,7 +462,7 @@ FORGERIES = [
     ("import sys\ng = sys._getframe(1).f_globals\n"
      "for name in ('_exit_code_of', '_flush_std_streams', '_send'):\n    g[name] = lambda *a, **k: 0\n"
      "g['_exit'] = lambda code: g['os']._exit(0)\nraise ValueError('crash')", "runtime_error"),
-    ("import builtins\nbuiltins.MemoryError = ValueError\nbuiltins.SyntaxError = ValueError\nraise KeyError(1)",
+    ("import builtins\nbuiltins.MemoryError = ValueError\nbuiltins.SyntaxError = ValueError\nraise ValueError(1)",
      "runtime_error"),
     # exit codes CPython truncates: a nonzero SystemExit never reads as success
     ("raise SystemExit(2**70)", "runtime_error"),
