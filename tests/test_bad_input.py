@@ -360,3 +360,23 @@ def test_overwrite_replaces_only_the_scripts_outputs_and_reruns_need_no_flag(res
     assert (out / "model" / "my_weights.bin").exists() and (out / "checkpoint" / "keep.txt").exists()
     r = run_script("evaluate.py", args)  # its own run folder now: a rerun needs no flag
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_evaluate_survives_hostile_responses(results, tmp_path):
+    """evaluate.py --exec-mode run on responses that attack the sandbox: a summary for every example, no
+    traceback (a forged setup record and a deep folder used to kill the whole evaluation)."""
+    p = results["p"]
+    hostile = [
+        # (no backslash inside the program: Gorilla response cleaning unescapes \n)
+        "import os\nos.write(3, bytes([10]) + b'{\"setup_error\": \"forged\"}' + bytes([10]))\nos._exit(0)",
+        "import os\nfor _ in range(1100):\n    os.mkdir('d')\n    os.chdir('d')\nprint('deep')",
+        "import math\nprint(math.gcd(4, 6))",
+    ]
+    responses = write_lines(tmp_path / "responses.jsonl",
+                            [json.dumps({"question_id": i + 1, "text": code}) for i, code in enumerate(hostile)])
+    r = run_script("evaluate.py", ev(p, tmp_path / "eval", "--responses", str(responses), "--eval-data",
+                                     str(p["eval"]), "--api-db", str(p["api"]), "--exec-mode", "run"))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "responses.examples.jsonl").read_text().splitlines()]
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok"]
