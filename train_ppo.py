@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from minirlaif import distributed, flags
 from minirlaif.batching import pad_right
@@ -31,6 +30,7 @@ from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.ppo import PPOConfig, gather, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
+from minirlaif.progress import progress_bar
 from minirlaif.utils import (JsonlLogger, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
@@ -179,8 +179,8 @@ def main(cfg: Config) -> dict:
         tokenizer.save(directory)
 
     # ---- loop ----
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="ppo", dynamic_ncols=True,
-               disable=not distributed.is_main())
+    bar = progress_bar(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="ppo",
+                       disable=not distributed.is_main())
     for it in bar:
         t0 = time.time()
         # the global batch of prompts; each rank samples its slice, then every rank holds all the rollouts

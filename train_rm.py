@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from minirlaif import distributed, flags
 from minirlaif.batching import pad_right
@@ -43,6 +42,7 @@ from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwi
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.reward_model import RewardModel
 from minirlaif.tokenizer import load_tokenizer
+from minirlaif.progress import progress_bar
 from minirlaif.utils import (JsonlLogger, autocast, debug_kill_at, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
@@ -129,8 +129,8 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
     policy = Seq2SeqPolicy.from_pretrained(sft).to(device).eval()
     tokenizer = load_tokenizer(sft)
     chunk = 64
-    bar = tqdm(total=len(records), initial=n_done, desc="sampling", unit="prompt", dynamic_ncols=True,
-               disable=not distributed.is_main())
+    bar = progress_bar(total=len(records), initial=n_done, desc="sampling", unit="prompt",
+                       disable=not distributed.is_main())
     rows = list(done)
     world = distributed.get_world_size()
     for first in range(n_done - n_done % chunk, len(records), chunk * world):  # under torchrun one chunk per rank
@@ -323,8 +323,8 @@ def main(cfg: Config) -> dict:
         model.save_pretrained(directory)
         tokenizer.save(directory)
 
-    bar = tqdm(range(start, total_steps), initial=start, total=total_steps, desc=f"reward model ({cfg.rm_loss})",
-               dynamic_ncols=True, disable=not distributed.is_main())
+    bar = progress_bar(range(start, total_steps), initial=start, total=total_steps,
+                       desc=f"reward model ({cfg.rm_loss})", disable=not distributed.is_main())
     for step in bar:
         epoch, pos = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()

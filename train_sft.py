@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from minirlaif import distributed, flags
 from minirlaif.batching import chunks, pad_right
@@ -30,6 +29,7 @@ from minirlaif.errors import InputError, RunStopped
 from minirlaif.generation import sample
 from minirlaif.policy import Seq2SeqPolicy, count_parameters
 from minirlaif.tokenizer import SentencePieceTokenizer, check_round_trip, load_tokenizer
+from minirlaif.progress import progress_bar
 from minirlaif.utils import (JsonlLogger, autocast, debug_kill_point, field, parse_config,
                              quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
 
@@ -204,8 +204,8 @@ def main(cfg: Config) -> dict:
 
     # ---- loop ----
     t0, tokens_seen = time.time(), 0
-    bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="sft", dynamic_ncols=True,
-               disable=not distributed.is_main())
+    bar = progress_bar(range(start_step, total_steps), initial=start_step, total=total_steps, desc="sft",
+                       disable=not distributed.is_main())
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0

@@ -123,7 +123,7 @@ def generate_texts(
     progress: str | None = None,
 ) -> list[str]:
     """Decode one response text per prompt (batched; prompts sorted by length to waste less padding)."""
-    from tqdm import tqdm
+    from minirlaif.progress import progress_bar
 
     from minirlaif.batching import pad_right
 
@@ -134,7 +134,7 @@ def generate_texts(
     was_training = policy.training
     policy.eval()
     starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False, dynamic_ncols=True):
+    for start in progress_bar(starts, desc=progress, disable=progress is None, leave=False):
         idx = order[start : start + batch_size]
         ids, mask = pad_right([encoded[i] for i in idx], tokenizer.pad_id, device)
         s = sample(policy, ids, mask, max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,

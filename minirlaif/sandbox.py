@@ -175,12 +175,14 @@ def run_programs(codes: list[str], workers: int | None = None, timeout_s: float 
     try:
         futures = [pool.submit(run_program, code, **kwargs) for code in codes]
         if progress:
+            tty = sys.stderr.isatty()  # in a log file: whole lines, not carriage-return redraws
             for done, _ in enumerate(as_completed(futures), 1):
-                if done % 50 == 0 or done == len(codes):
+                if done % (50 if tty else 500) == 0 or done == len(codes):
                     rate = done / max(time.monotonic() - start, 1e-9)
-                    print(f"\r[sandbox] {done}/{len(codes)} programs ({rate:.1f}/s)", end="",
-                          file=sys.stderr, flush=True)
-            print(file=sys.stderr)
+                    print(f"{chr(13) if tty else ''}[sandbox] {done}/{len(codes)} programs ({rate:.1f}/s)",
+                          end="" if tty else "\n", file=sys.stderr, flush=True)
+            if tty:
+                print(file=sys.stderr)
         return [f.result() for f in futures]
     finally:
         # on Ctrl-C or an error, drop the queued programs instead of running thousands more

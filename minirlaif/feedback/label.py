@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Iterable, Mapping, Sequence
 
-from tqdm import tqdm
+from minirlaif.progress import progress_bar
 
 from minirlaif.feedback.cache import FeedbackCache, cache_key
 from minirlaif.feedback.judges.base import Item, Judge, JudgeError, Query, RawAnswer
@@ -118,7 +118,7 @@ def label(
 
     total = len(items) * len(questions)
     tokens = 0
-    bar = tqdm(total=total, disable=not progress, unit="q", desc=f"judging with {judge.name}")
+    bar = progress_bar(total=total, disable=not progress, unit="q", desc=f"judging with {judge.name}")
     bar.update(hits)
     bar.set_postfix({"hits": hits, "tokens": 0, "cost": "$0.0000"})  # a dict keeps this order
     pool = ThreadPoolExecutor(max_workers=max(1, workers or judge.max_workers))
