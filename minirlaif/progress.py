@@ -51,5 +51,5 @@ def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
     if stream.isatty():
         kwargs.setdefault("dynamic_ncols", True)  # follow the terminal's width
     else:
-        kwargs.update(file=_LogLines(stream), ncols=kwargs.get("ncols") or 100)
+        kwargs["file"] = _LogLines(stream)  # no width: tqdm then keeps the whole postfix (hits, cost, loss)
     return tqdm(*args, **kwargs)
