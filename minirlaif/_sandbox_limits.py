@@ -34,7 +34,7 @@ class Cgroup:
     """The fork server's memory cgroup (cgroup v2 `memory.max`, or v1 `memory.limit_in_bytes`).
 
     The server moves itself in once, so every program it forks starts inside (moving a process per
-    program would cost ~0.5 ms). Before each program the limit is set to what the cgroup holds at that
+    program costs about 0.5 ms in v1, measured once). Before each program the limit is set to what the cgroup holds at that
     moment plus memory_mb; what the program's processes then charge counts against it: anonymous
     memory, its children's, page tables, files it writes to /tmp, /dev/shm or a memfd, pipe buffers.
     Going over OOM-kills a process of the program (each sets its OOM score to the maximum, so the
@@ -47,6 +47,7 @@ class Cgroup:
     def __init__(self, parent: str, version: int, name: str) -> None:
         self.path, self.version = os.path.join(parent, name), version
         self.events_before = 0
+        self.limit = -1  # bytes; -1 = none (what a new cgroup starts with)
 
     @staticmethod
     def locate() -> tuple[str | None, int, str]:
@@ -102,31 +103,29 @@ class Cgroup:
         """Before a program: allow memory_mb on top of what is charged now."""
         current = int(self._read("memory.current" if self.version == 2 else "memory.usage_in_bytes"))
         self.events_before = self._events()
-        limit = str(current + (memory_mb << 20))
-        if self.version == 2:
-            self._write("memory.max", limit)
-        else:  # with swap accounting on, the memsw limit must never be below the memory limit
-            self._write_v1_limits(limit)
+        self._set_limit(current + (memory_mb << 20))
 
     def disarm(self) -> bool:
         """After a program (all its processes dead): lift the limit. True if the program hit it."""
         hit = self._events() > self.events_before
-        if self.version == 2:
-            self._write("memory.max", "max")
-        else:
-            self._write_v1_limits("-1")
+        self._set_limit(-1)
         return hit
 
-    def _write_v1_limits(self, limit: str) -> None:
-        names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
-        if limit == "-1" or int(limit) > int(self._read("memory.limit_in_bytes")):
-            names.reverse()  # raising: memsw first (it must stay >= the memory limit)
-        for name in names:
-            try:
-                self._write(name, limit)
-            except OSError:
-                if name == "memory.limit_in_bytes":
-                    raise  # memsw is absent when swap accounting is off: fine
+    def _set_limit(self, limit: int) -> None:
+        """Set the limit in bytes (-1: none). v1 with swap accounting also has a memory+swap limit,
+        which must never be below the memory limit: raise it first, lower it last."""
+        if self.version == 2:
+            self._write("memory.max", "max" if limit < 0 else str(limit))
+        else:
+            raising = limit < 0 or 0 <= self.limit < limit
+            names = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+            for name in reversed(names) if raising else names:
+                try:
+                    self._write(name, str(limit))
+                except OSError:
+                    if name == "memory.limit_in_bytes":
+                        raise  # memsw is absent when swap accounting is off: fine
+        self.limit = limit
 
     def _events(self) -> int:
         """OOM kills plus refused charges so far (counters only grow)."""
@@ -217,8 +216,9 @@ def install_seccomp(program: bytes) -> None:
     """Load the filter for this process and every process it starts (needs NO_NEW_PRIVS set first).
 
     Through seccomp(2) with SECCOMP_FILTER_FLAG_SPEC_ALLOW where the kernel has it: otherwise a
-    filtered process also gets the speculative-store-bypass mitigation, which slows every program down
-    (~5% of sandbox throughput measured here) against side channels this sandbox does not claim to stop.
+    filtered process also gets the speculative-store-bypass mitigation where the CPU has one, which
+    slows every program down, against side channels this sandbox does not claim to stop. (The test VM
+    reports "vulnerable", i.e. no such mitigation, so the flag changed nothing measurable there.)
     """
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]

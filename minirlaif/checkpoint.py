@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from minirlaif.errors import InputError
+from minirlaif.utils import write_json_atomic
 
 MODEL_DIR = "model"
 CHECKPOINT_DIR = "checkpoint"
@@ -51,10 +52,7 @@ def claim_run_folder(out: str | Path, script: str, config_keys: set[str], overwr
     if owner == script and (out / OWNER_FILE).exists():
         return
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (OWNER_FILE + ".tmp")
-        tmp.write_text(json.dumps({"script": script}) + "\n")
-        os.replace(tmp, out / OWNER_FILE)
+        write_json_atomic({"script": script}, out / OWNER_FILE)
     except OSError as e:
         raise InputError(f"{out}: output folder is not writable ({e.strerror}); pick another --out") from e
 

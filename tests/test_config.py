@@ -1,5 +1,6 @@
 """Config parsing: learning rates must be finite and positive, refused by argparse before any work."""
 
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def test_every_flag_is_checked_by_the_parser(script, argv, says, capsys):
 def test_good_flags_still_parse():
     cfg = parse_config(_configs()["train_ppo.py"], "test", ["--device", "cuda:1", "--seed", str(2**32 - 1),
                                                             "--missing-eos-penalty", "nan", "--gamma", "1"])
-    assert (cfg.device, cfg.seed, cfg.gamma) == ("cuda:1", 2**32 - 1, 1.0) and cfg.missing_eos_penalty != 0
+    assert (cfg.device, cfg.seed, cfg.gamma) == ("cuda:1", 2**32 - 1, 1.0) and math.isnan(cfg.missing_eos_penalty)
     assert parse_config(_configs()["train_rm.py"], "test", ["--k", "1", "--rm-loss", "bce"]).k == 1  # pointwise
 
 

@@ -328,6 +328,14 @@ def test_env_secrets_invisible(hostile, isolated, monkeypatch):
     assert secret not in r.stdout + r.stderr
 
 
+def _nothing_arrived(listener: socket.socket, datagrams: socket.socket) -> None:
+    """No connection is waiting on `listener` and no datagram on `datagrams` (both non-blocking)."""
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    with pytest.raises(BlockingIOError):
+        datagrams.recv(10)
+
+
 def test_connect_to_localhost_listeners(hostile, isolated):
     tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -352,10 +360,7 @@ def test_connect_to_localhost_listeners(hostile, isolated):
         )
         r = hostile.run(code, "ok")
         assert "TCP CONNECTED" not in r.stdout
-        with pytest.raises(BlockingIOError):
-            tcp.accept()
-        with pytest.raises(BlockingIOError):
-            udp.recv(10)
+        _nothing_arrived(tcp, udp)
     finally:
         tcp.close()
         udp.close()
@@ -564,10 +569,7 @@ def test_host_unix_socket_unreachable(hostile, isolated, seccomp):
         )
         r = hostile.run(code, "ok")
         assert "REACHED" not in r.stdout and r.stdout.count("blocked") == 3 and r.stdout.endswith("ping\n"), r.stdout
-        with pytest.raises(BlockingIOError):
-            server.accept()
-        with pytest.raises(BlockingIOError):
-            dgram.recv(10)
+        _nothing_arrived(server, dgram)
     finally:
         server.close()
         dgram.close()

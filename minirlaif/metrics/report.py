@@ -10,9 +10,10 @@ from minirlaif.metrics.executability import executability
 from minirlaif.metrics.rouge import rouge_l
 
 # Responses and programs are scored on their first MAX_SCORED_CHARS characters, so that the time per
-# example is bounded: CodeBLEU's dataflow step is superlinear (a call chain `x.f(x).f(x)...` of 20,000
-# characters takes ~10 s, of 8,000 about 1 s; a 10 MB response took over 240 s). Generated programs are
-# far shorter (128 tokens); an example that was cut says so in its record ("truncated_from").
+# example is bounded: CodeBLEU's dataflow step is superlinear. A call chain `x.f(x).f(x)...` took 0.3 s
+# at 8,000 characters and 2.2 s at 20,000 (bench/codebleu_long_programs.py, idle 2-core VM); issue 12
+# reported a 10 MB response busy for over 240 s. Generated programs are far shorter (128 tokens); an
+# example that was cut says so in its record ("truncated_from").
 MAX_SCORED_CHARS = 8_000
 
 # Table rows, in order: (key in the summary, label)
