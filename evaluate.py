@@ -113,9 +113,10 @@ def print_table(results: dict[str, list[dict]], exec_mode: str) -> str:
 
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
-    rank, _, _, device = distributed.setup("cpu" if cfg.responses else cfg.device)  # (0, 1, 0, device) without torchrun
-    if not distributed.is_main() and cfg.responses:
-        return {}  # scoring a file of responses is rank 0's job alone
+    if cfg.responses and distributed.launched_rank() != 0:
+        return {}  # scoring a file of responses is rank 0's job alone: no process group, nothing to wait for
+    rank, _, _, device = ((0, 1, 0, torch.device("cpu")) if cfg.responses else
+                          distributed.setup(cfg.device, timeout_minutes=24 * 60))  # the others wait while rank 0 scores
     if distributed.is_main():
         claim_run_folder(out, "evaluate.py", {f.name for f in fields(Config)}, cfg.overwrite)
     quiet_transformers()

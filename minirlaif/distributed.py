@@ -49,6 +49,11 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def launched_rank() -> int:
+    """The rank torchrun gave this process (0 without torchrun), readable before any process group exists."""
+    return int(os.environ.get("RANK", 0))
+
+
 def is_main() -> bool:
     """True on rank 0 (and in a single-process run): the process that logs, prints and writes files."""
     return get_rank() == 0
@@ -80,7 +85,12 @@ def setup(device: str = "auto", timeout_minutes: float = 30) -> tuple[int, int, 
 
 
 def cleanup() -> None:
+    """End of a successful run: wait for every rank, then leave the process group. Every rank calls it,
+    rank 0 last of all after its own extra work (scoring, saving): a rank that destroyed the group while
+    another still held it was seen to abort (gloo, SIGABRT, "terminate called without an active exception").
+    Not on an error path: the other ranks would wait here until the timeout; torchrun stops them instead."""
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -304,3 +304,19 @@ def test_rm_ppo_and_evaluate_run_under_torchrun(tiny_init):
                   "--max-new-tokens", "12", "--exec-mode", "static", "--out", base / "eval")
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert len((base / "eval" / "ppo.examples.jsonl").read_text().splitlines()) == 6
+    assert ev.stdout.count("exact API match") == 1  # one table: rank 0's
+
+
+@pytest.mark.slow
+def test_evaluate_responses_under_torchrun_scores_once(tiny_init, tmp_path):
+    """Scoring a file of responses is rank 0's alone: the other rank leaves at once, no process group is made
+    (rank 0 would otherwise wait for it), and one table and one summary are written."""
+    base, tiny = tiny_init
+    responses = tmp_path / "responses.jsonl"
+    responses.write_text("".join(json.dumps({"question_id": i, "text": "import math\nprint(math.gcd(4, 6))"}) + "\n"
+                                 for i in (1, 2, 3)))
+    ev = torchrun("evaluate.py", "--responses", responses, "--eval-data", tiny["eval"], "--api-db", tiny["api"],
+                  "--exec-mode", "static", "--out", tmp_path / "eval")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert ev.stdout.count("exact API match") == 1
+    assert len((tmp_path / "eval" / "responses.examples.jsonl").read_text().splitlines()) == 3
