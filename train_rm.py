@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from minirlaif import distributed, flags
 from minirlaif.batching import pad_right
-from minirlaif.checkpoint import (claim_run_folder, load_checkpoint, restore_optimizer, model_dir,
-                                  resume_hint, save_checkpoint, write_dir_atomic)
+from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
@@ -39,28 +37,24 @@ from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, b
                                 score_stats, write_pairs, write_scored_samples)
 from minirlaif.generation import generate_texts
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
-from minirlaif.policy import Seq2SeqPolicy
-from minirlaif.reward_model import RewardModel
-from minirlaif.tokenizer import load_tokenizer
+from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.progress import progress_bar
-from minirlaif.utils import (JsonlLogger, autocast, debug_kill_at, debug_kill_point, field, parse_config,
-                             quiet_transformers, rng_state, set_rng_state, set_seed, write_json_atomic)
+from minirlaif.reward_model import RewardModel
+from minirlaif.run import Run
+from minirlaif.settings import DataSettings, RunSettings, SamplingSettings, TrainingSettings, default_for
+from minirlaif.tokenizer import load_tokenizer
+from minirlaif.utils import debug_kill_at, field, parse_config, set_seed
 
 
 @dataclass
-class Config:
+class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings):
+    """train_rm.py's flags: the shared groups (minirlaif/settings.py) and these."""
+
     sft: str = field("runs/sft", "SFT run folder (or model folder): the sampler and the RM's initialisation")
-    out: str = field("runs/rm", "run folder: samples, feedback cache, pairs, model/")
-    overwrite: bool = field(False, "write into an --out folder this script did not make (its outputs there are "
-                            "replaced, other files stay)")
-    data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
-    eval_data: str = field("", "separate eval file (unused here)")
-    api_db: str = field("", "API database for --data files")
+    out: str = default_for(RunSettings, "out", "runs/rm")
+    save_every: int = default_for(TrainingSettings, "save_every", 50)
     prompts: int = field(1000, "training instructions to sample for (0 = all)", type=flags.count)
     k: int = field(4, "programs sampled per instruction", type=flags.positive_int)
-    temperature: float = field(1.0, "sampling temperature for the k programs", type=flags.positive_float)
-    max_new_tokens: int = field(128, "response length limit", type=flags.positive_int)
-    max_prompt_len: int = field(64, "encoder tokens kept", type=flags.positive_int)
     judge: str = field("analyzer", "judge backend: analyzer (offline program analysis), openai, hf",
                        choices=["analyzer", "openai", "hf"])
     judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
@@ -84,10 +78,6 @@ class Config:
     batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)",
                             type=flags.positive_int)
     lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)", type=flags.positive_float)
-    save_every: int = field(50, "steps between resumable checkpoints", type=flags.positive_int)
-    seed: int = field(0, "seed for prompt choice, sampling, split and batch order", type=flags.seed)
-    device: str = field("auto", "auto, cpu, cuda, cuda:N", type=flags.device)
-    resume: bool = field(False, "continue every stage from what OUT already holds")
 
     def check(self) -> str | None:
         """Flags that are fine alone but not together (argparse reports it in one line)."""
@@ -239,23 +229,44 @@ def pearson(x: list[float], y: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
+def split_and_pair(samples: list[ScoredSample], cfg: Config):
+    """A seeded --heldout-fraction of the prompts is held out; pairs are built within each part.
+    Returns (train samples, held-out samples, train pairs, held-out pairs)."""
+    prompts = sorted({s.prompt for s in samples})
+    random.Random(cfg.seed + 1).shuffle(prompts)
+    heldout = set(prompts[: max(1, int(len(prompts) * cfg.heldout_fraction))])
+    train_samples = [s for s in samples if s.prompt not in heldout]
+    test_samples = [s for s in samples if s.prompt in heldout]
+    return (train_samples, test_samples, build_pairs(train_samples, cfg.margin, cfg.pair_strategy),
+            build_pairs(test_samples, cfg.margin, "all"))
+
+
+def normalise_and_measure(model: RewardModel, tokenizer, train_samples, test_samples, test_pairs, cfg: Config,
+                          device) -> tuple[float, float]:
+    """Fit reward = gain * raw + bias to mean 0 / std 1 on the training responses; then the held-out pair
+    accuracy and the Pearson correlation of the reward with the judge's score on held-out samples."""
+    model.fit_normalisation(rewards_of(model, tokenizer, [s.prompt for s in train_samples],
+                                       [s.response for s in train_samples], cfg, device, raw=True))
+    heldout_acc = float("nan")
+    if test_pairs:
+        rc = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.chosen for p in test_pairs], cfg, device)
+        rr = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.rejected for p in test_pairs], cfg, device)
+        heldout_acc = float(bradley_terry_accuracy(rc, rr))
+    test_rewards = rewards_of(model, tokenizer, [s.prompt for s in test_samples], [s.response for s in test_samples],
+                              cfg, device)
+    return heldout_acc, pearson(test_rewards.tolist(), [s.score for s in test_samples])
+
+
 def main(cfg: Config) -> dict:
-    out = Path(cfg.out)
-    # (0, 1, 0, --device) unless launched by torchrun; its ranks may wait hours for rank 0's judge
-    rank, world, _, device = distributed.setup(cfg.device, timeout_minutes=24 * 60)
     weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
-    model_dir(cfg.sft)
-    if distributed.is_main():
-        claim_run_folder(out, "train_rm.py", {f.name for f in fields(Config)}, cfg.overwrite)
+    sft = model_dir(cfg.sft)
+    run = Run("train_rm.py", cfg, timeout_minutes=24 * 60)  # the other ranks may wait hours for rank 0's judge
+    device, world, out = run.device, run.world, run.out
     # Opened (and locked) before any work: a second run on the same folder stops here, before it touches
     # samples.jsonl. Rank 0 alone judges.
-    cache = FeedbackCache(out / "feedback" / "cache.jsonl") if distributed.is_main() else None
-    quiet_transformers()
-    set_seed(cfg.seed)
-    if distributed.is_main():
-        write_json_atomic(asdict(cfg), out / "args.json")
+    cache = FeedbackCache(out / "feedback" / "cache.jsonl") if run.main else None
 
-    # ---- data: which instructions, and which are held out ----
+    # ---- data: which instructions ----
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
     records = with_code(data.train, "reward-model sampling")
     random.Random(cfg.seed).shuffle(records)
@@ -268,19 +279,13 @@ def main(cfg: Config) -> dict:
 
     # ---- 2. judge (cached answer by answer; under torchrun rank 0 asks, the other ranks wait for its scores) ----
     samples, judge_name = distributed.broadcast_object(
-        judge_stage(cfg, data, records, rows, weights, out, device, cache) if distributed.is_main() else None)
+        judge_stage(cfg, data, records, rows, weights, out, device, cache) if run.main else None)
     if cache is not None:
         cache.close()
 
     # ---- 3. pairs, split by prompt ----
-    prompts = sorted({s.prompt for s in samples})
-    random.Random(cfg.seed + 1).shuffle(prompts)
-    heldout = set(prompts[: max(1, int(len(prompts) * cfg.heldout_fraction))])
-    train_samples = [s for s in samples if s.prompt not in heldout]
-    test_samples = [s for s in samples if s.prompt in heldout]
-    train_pairs = build_pairs(train_samples, cfg.margin, cfg.pair_strategy)
-    test_pairs = build_pairs(test_samples, cfg.margin, "all")
-    if distributed.is_main():
+    train_samples, test_samples, train_pairs, test_pairs = split_and_pair(samples, cfg)
+    if run.main:
         write_pairs(train_pairs, out / "pairs.jsonl")
         write_pairs(test_pairs, out / "heldout_pairs.jsonl")
     stats = score_stats(samples, cfg.margin)
@@ -289,10 +294,9 @@ def main(cfg: Config) -> dict:
     if cfg.rm_loss == "bt" and not train_pairs:
         raise InputError("no preference pairs: every sample scored alike; lower --margin, raise --k or --temperature")
 
-    # ---- 4. train the reward model ----
-    sft = model_dir(cfg.sft)
+    # ---- 4. train the reward model: Bradley-Terry on the pairs (or pointwise BCE) ----
     tokenizer = load_tokenizer(sft)
-    checkpoint = load_checkpoint(out) if cfg.resume else None
+    checkpoint = run.checkpoint()
     set_seed(cfg.seed)  # the head's init and dropout must not depend on which stages this run did (resume skips some)
     model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft, cfg.pooling).to(device).train()
     train_model = distributed.ddp(model, device, find_unused_parameters=True)  # an untied LM head gets no gradient
@@ -308,23 +312,16 @@ def main(cfg: Config) -> dict:
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
-    start = 0
-    if checkpoint is not None:
-        state = distributed.own_rank_state(checkpoint[1])
-        restore_optimizer(state, optimizer, scheduler, cfg.lr, lambda s: 1.0 - s / total_steps)
-        set_rng_state(state["rng"])
-        start = state["step"]
-        print(f"resumed reward-model training at step {start}")
-    elif world > 1:
-        set_seed(cfg.seed + rank * 100003)  # each rank its own dropout noise (the init above is the same everywhere)
-    logger = JsonlLogger(out / "metrics.jsonl" if distributed.is_main() else os.devnull, start)  # rank 0 logs
+    start = run.restore(checkpoint[1], optimizer, scheduler, lambda s: 1.0 - s / total_steps) if checkpoint else 0
+    if checkpoint is None and world > 1:
+        set_seed(cfg.seed + run.rank * 100003)  # each rank its own dropout noise (the init above is the same everywhere)
+    logger = run.logger(start)
 
     def save_model(directory: Path) -> None:
         model.save_pretrained(directory)
         tokenizer.save(directory)
 
-    bar = progress_bar(range(start, total_steps), initial=start, total=total_steps,
-                       desc=f"reward model ({cfg.rm_loss})", disable=not distributed.is_main())
+    bar = run.progress(start, total_steps, f"reward model ({cfg.rm_loss})")
     for step in bar:
         epoch, pos = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
@@ -340,41 +337,22 @@ def main(cfg: Config) -> dict:
             raise RunStopped(f"step {step}: reward-model loss is {loss_value}; {resume_hint(out)}")
         logger.log(step=step + 1, loss=loss_value, accuracy=acc, lr=scheduler.get_last_lr()[0])
         bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{acc:.2f}")
-        if (step + 1) % cfg.save_every == 0:
-            state = distributed.with_rank_states({"optimizer": optimizer.state_dict(), "step": step + 1,
-                                                  "scheduler": scheduler.state_dict(), "config": asdict(cfg)},
-                                                 {"rng": rng_state()})  # per rank
-            if distributed.is_main():
-                save_checkpoint(out, save_model, state)
-        debug_kill_point(step + 1)
+        run.end_step(step + 1, total_steps, save_model, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
     bar.close()
     model.eval()
-    if not distributed.is_main():  # rank 0 normalises, measures and saves
-        distributed.cleanup()
+    if not run.main:  # rank 0 normalises, measures and saves
+        run.finish()
         return {}
 
     # ---- 5. normalise on the training responses, 6. measure on held-out prompts ----
-    raw_train = rewards_of(model, tokenizer, [s.prompt for s in train_samples], [s.response for s in train_samples],
-                           cfg, device, raw=True)
-    model.fit_normalisation(raw_train)
-    heldout_acc = float("nan")
-    if test_pairs:
-        rc = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.chosen for p in test_pairs], cfg, device)
-        rr = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.rejected for p in test_pairs], cfg, device)
-        heldout_acc = float(bradley_terry_accuracy(rc, rr))
-    test_rewards = rewards_of(model, tokenizer, [s.prompt for s in test_samples], [s.response for s in test_samples],
-                              cfg, device)
-    corr = pearson(test_rewards.tolist(), [s.score for s in test_samples])
-    write_dir_atomic(out / "model", save_model)
+    heldout_acc, corr = normalise_and_measure(model, tokenizer, train_samples, test_samples, test_pairs, cfg, device)
     summary = {"heldout_pair_accuracy": heldout_acc, "heldout_pearson_reward_vs_judge": corr,
                "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs), "samples": len(samples),
                "judge": judge_name, "score_stats": stats, "rm_loss": cfg.rm_loss,
                "seconds": round(time.time() - t0, 1)}
-    write_json_atomic(summary, out / "summary.json")
-    logger.close()
+    run.finish(save_model, summary)
     print(f"reward model: held-out pair accuracy {heldout_acc:.3f}, Pearson(reward, judge score) {corr:.3f} "
           f"on {len(test_samples)} held-out samples; saved to {out / 'model'}")
-    distributed.cleanup()
     return summary
 
 

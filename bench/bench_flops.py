@@ -173,7 +173,7 @@ def main() -> None:
         p.requires_grad_(False)
     prompts = [p for p, _ in random_pairs(args.rollouts, args.prompt_len, 2, args.vocab, g)]
     ids, mask = pad_right(prompts, PAD_ID)
-    pcfg = ppo.PPOConfig(max_new_tokens=args.new_tokens, missing_eos_penalty=None, ppo_epochs=args.ppo_epochs,
+    pcfg = ppo.PPOConfig(max_new_tokens=args.new_tokens, missing_eos_penalty=float("nan"), ppo_epochs=args.ppo_epochs,
                          minibatch_size=args.minibatch)
     gen = torch.Generator().manual_seed(args.seed)
     batch = ppo.rollout(policy, ref, ConstantReward(), ids, mask, 0.05, pcfg, EOS_ID, PAD_ID, gen)

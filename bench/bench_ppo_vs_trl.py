@@ -117,7 +117,7 @@ class OursSide:
         self.policy = Seq2SeqPolicy.from_pretrained(msg["model_dir"]).eval()  # value head starts at 0
         self.ref = self._frozen(Seq2SeqPolicy.from_pretrained(msg["model_dir"]))
         self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=msg["lr"], weight_decay=0.0)
-        self.cfg = ppo.PPOConfig(max_new_tokens=msg["new_tokens"], missing_eos_penalty=None,
+        self.cfg = ppo.PPOConfig(max_new_tokens=msg["new_tokens"], missing_eos_penalty=float("nan"),
                                  ppo_epochs=msg["ppo_epochs"], minibatch_size=msg["minibatch"],
                                  max_grad_norm=msg["max_grad_norm"])
         self.generator = torch.Generator().manual_seed(msg["seed"])
@@ -163,7 +163,7 @@ class OursSide:
                                            tokens[s:s + chunk], mask[s:s + chunk], temperature)
                          for s in range(0, tokens.shape[0], chunk)]
                 return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), None
-            logits, values = policy(input_ids, attention_mask, policy.decoder_inputs(tokens), decoder_attention_mask=None)
+            logits, values = policy(input_ids, attention_mask, tokens)
             if temperature != 1.0:
                 logits = logits / temperature
             return losses.logprobs_from_logits(logits, tokens) * mask, values * mask, logits

@@ -21,6 +21,7 @@ Only rank 0 writes files, logs and progress bars; the other ranks' stdout goes t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import sys
@@ -52,6 +53,11 @@ def get_world_size() -> int:
 def launched_rank() -> int:
     """The rank torchrun gave this process (0 without torchrun), readable before any process group exists."""
     return int(os.environ.get("RANK", 0))
+
+
+def launched_world_size() -> int:
+    """How many processes torchrun started (1 without torchrun), readable before any process group exists."""
+    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def is_main() -> bool:
@@ -162,6 +168,33 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_fields(batch: Any, pad_values: dict[str, float] | None = None) -> Any:
+    """A dataclass of (B, ...) tensors (e.g. ppo.Rollout) holding every rank's rows in rank order, dim 1
+    right-padded to the longest rank's (with pad_values[field], default 0). `batch` itself in one process."""
+    if not is_distributed():
+        return batch
+    pad_values = pad_values or {}
+    return type(batch)(**{f.name: all_gather(getattr(batch, f.name), pad_values.get(f.name, 0))
+                          for f in dataclasses.fields(batch)})
+
+
+def minibatches(order: Tensor, size: int, mask: Tensor) -> list[tuple[Tensor, float]]:
+    """One PPO epoch's minibatches for this rank, as (row indices, loss weight): consecutive `size`-slices of
+    `order`, whole and with weight 1 in one process. Under torchrun every rank draws the same `order` and
+    takes rows rank, rank + world, ... of each slice, weighted by (its real tokens / the slice's, from
+    `mask` (N, T)) x world: DDP's mean over ranks is then the gradient of the whole slice's token mean."""
+    rank, world = get_rank(), get_world_size()
+    out = []
+    for start in range(0, len(order), size):
+        idx = order[start : start + size].to(mask.device)
+        if world == 1:
+            out.append((idx, 1.0))
+            continue
+        share = float(mask[idx[rank::world]].sum() / mask[idx].sum())
+        out.append((idx[rank::world], share * world))
+    return out
 
 
 # ---- global-batch statistics --------------------------------------------------------------------------------

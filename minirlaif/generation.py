@@ -18,8 +18,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minirlaif.distributed import unwrap
-from minirlaif.losses import logprobs_from_logits
 from minirlaif.policy import Seq2SeqPolicy
 
 
@@ -87,26 +85,6 @@ def sample(
             break
     return Samples(tokens=torch.stack(tokens, 1), mask=torch.stack(masks, 1),
                    logprobs=torch.stack(logprobs, 1), values=torch.stack(values, 1), finished=done)
-
-
-def response_logprobs(
-    policy: Seq2SeqPolicy,
-    input_ids: torch.Tensor,  # (B, S)
-    attention_mask: torch.Tensor,  # (B, S)
-    tokens: torch.Tensor,  # (B, T)
-    mask: torch.Tensor,  # (B, T)
-    temperature: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Teacher-forced log pi(y_t) (B, T), values (B, T) and logits (B, T, V) for given responses.
-
-    Position 0 (the first generated token, predicted from the start token) is included.
-    """
-    decoder_inputs = unwrap(policy).decoder_inputs(tokens)  # `policy` may be a DDP / torch.compile wrapper
-    logits, values = policy(input_ids, attention_mask, decoder_inputs, decoder_attention_mask=None)
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = logprobs_from_logits(logits, tokens)  # (B, T)
-    return logp * mask, values * mask, logits
 
 
 @torch.no_grad()

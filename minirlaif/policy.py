@@ -35,6 +35,13 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 POLICY_JSON = "policy.json"
 
 
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing on CPU (fp32 keeps CPU runs exact and reproducible)."""
+    if torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 class Seq2SeqPolicy(nn.Module):
     """A transformers seq2seq LM (`backbone`) plus `value_head`: Linear(d_model, 1), zero-initialised."""
 
@@ -58,15 +65,11 @@ class Seq2SeqPolicy(nn.Module):
         self,
         input_ids: torch.Tensor,  # (B, S) encoder ids, right-padded
         attention_mask: torch.Tensor,  # (B, S)
-        decoder_input_ids: torch.Tensor,  # (B, T) = [start] + y_<T
-        decoder_attention_mask: torch.Tensor | None = None,  # (B, T)
-        encoder_outputs=None,
+        responses: torch.Tensor,  # (B, T) response ids y; the decoder reads [start] + y_<T
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced pass: logits (B, T, V) for y_t, and values V(s_t) (B, T) in fp32."""
         out = self.backbone(
-            input_ids=None if encoder_outputs is not None else input_ids,
-            attention_mask=attention_mask, encoder_outputs=encoder_outputs,
-            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=self.decoder_inputs(responses),
             output_hidden_states=True, use_cache=False, return_dict=True,
         )
         hidden = out.decoder_hidden_states[-1]  # (B, T, H), after the final layer norm

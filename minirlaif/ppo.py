@@ -7,48 +7,56 @@ rollout():  x -> sample y ~ pi_old (log pi_old, V_old recorded while sampling)
 update():   for each epoch, for each shuffled minibatch:
                loss = L_clip(pi) + vf_coef * L_V(V) - ent_coef * H(pi)     (losses.py)
 
-Every switch is a visible field of `PPOConfig`. Dropout stays off everywhere (the caller puts all
-models in eval mode), and the same temperature divides the logits when sampling and when training.
+Every switch is a field of `PPOConfig`. Dropout stays off everywhere (the caller puts all models in
+eval mode), and the same temperature divides the logits when sampling and when training.
 
-Under torchrun (minirlaif/distributed.py) each rank calls rollout() on its slice of the prompts:
-advantages (and scores) are whitened over the global batch from all-reduced sums and counts. gather()
-then gives every rank the global batch, and update() computes the one-process update of that batch:
-every rank draws the same minibatches and computes the gradient of its share of each.
+This is PPO as one process runs it. Under torchrun, minirlaif/distributed.py is the thin layer around
+it: each rank calls rollout() on its slice of the prompts (whitening there uses the global batch's
+moments), distributed.all_gather_fields() gives every rank the global batch, and inside update()
+distributed.minibatches() hands each rank its rows of every minibatch with a loss weight, so the
+2-process update equals the 1-process one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass
 
 import torch
 
-from minirlaif import distributed
+from minirlaif import distributed, flags
 from minirlaif.batching import cat_padded
-from minirlaif.generation import Samples, response_logprobs, sample
-from minirlaif.losses import (entropy_from_logits, explained_variance, gae, kl_penalized_rewards, masked_mean,
-                              ppo_policy_loss, ppo_value_loss, sequence_kl)
-from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.generation import Samples, sample
+from minirlaif.losses import (check_response_batch, entropy_from_logits, explained_variance, gae,
+                              kl_penalized_rewards, logprobs_from_logits, masked_mean, ppo_policy_loss,
+                              ppo_value_loss, sequence_kl)
+from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.reward_model import RewardModel
-from minirlaif.utils import autocast
+from minirlaif.settings import SamplingSettings
+from minirlaif.utils import field
 
 
 @dataclass
-class PPOConfig:
-    temperature: float = 1.0  # sampling temperature; also divides the logits in every log-prob
-    max_new_tokens: int = 128  # response length limit
-    missing_eos_penalty: float | None = -1.0  # score for a response cut at the limit (None = keep RM score)
-    whiten_scores: bool = False  # whiten RM scores across the batch (the RM is already normalised)
-    gamma: float = 1.0  # discount
-    lam: float = 0.95  # GAE lambda
-    clip_eps: float = 0.2  # policy ratio clip epsilon
-    value_clip_eps: float = 0.2  # value clip around V_old
-    vf_coef: float = 0.1  # weight of the value loss
-    ent_coef: float = 0.0  # weight of the entropy bonus
-    ppo_epochs: int = 4  # passes over each rollout batch
-    minibatch_size: int = 16  # sequences per gradient step
-    gen_batch_size: int = 0  # prompts per sampling call (0 = the whole batch at once)
-    max_grad_norm: float = 1.0  # global gradient-norm clip
-    whiten_advantages: bool = True  # masked whitening of A over the batch
+class PPOConfig(SamplingSettings):
+    """Every PPO switch, declared once: train_ppo.py's flags are these fields (plus temperature and
+    max_new_tokens from SamplingSettings: the same temperature divides the logits in every log-prob)."""
+
+    missing_eos_penalty: float = field(-1.0, "score for responses cut at --max-new-tokens (nan = keep the RM's)",
+                                       type=flags.float_in(-1e6, 1e6, allow_nan=True))
+    whiten_scores: bool = field(False, "whiten RM scores over the batch (the RM is already normalised)")
+    gamma: float = field(1.0, "discount gamma", type=flags.unit_interval)
+    lam: float = field(0.95, "GAE lambda", type=flags.unit_interval)
+    whiten_advantages: bool = field(True, "whiten the advantages over the batch's real tokens")
+    clip_eps: float = field(0.2, "policy ratio clip epsilon", type=flags.positive_float)
+    value_clip_eps: float = field(0.2, "value clip around V_old", type=flags.positive_float)
+    vf_coef: float = field(0.1, "value-loss weight", type=flags.nonnegative_float)
+    ent_coef: float = field(0.0, "entropy-bonus weight", type=flags.finite_float)
+    ppo_epochs: int = field(4, "passes over each batch", type=flags.positive_int)
+    minibatch_size: int = field(16, "sequences per gradient step (global: each of N processes computes 1/N of "
+                                "them)", type=flags.positive_int)
+    gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)",
+                                type=flags.count)
+    max_grad_norm: float = field(1.0, "gradient-norm clip", type=flags.positive_float)
 
 
 @dataclass
@@ -67,6 +75,17 @@ class Rollout:
     advantages: torch.Tensor  # (B, T)
     returns: torch.Tensor  # (B, T)
     finished: torch.Tensor  # (B,) bool
+
+
+def response_logprobs(policy: Seq2SeqPolicy, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forced log pi(y_t) (B, T) and V(s_t) (B, T), 0 at padding, and the logits (B, T, V) / temperature
+    for responses `tokens` (B, T) to prompts `input_ids` (B, S). `policy` may be a DDP / torch.compile wrapper."""
+    logits, values = policy(input_ids, attention_mask, tokens)  # (B, T, V), (B, T)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logprobs_from_logits(logits, tokens) * mask, values * mask, logits
 
 
 @torch.no_grad()
@@ -89,8 +108,9 @@ def rollout(policy: Seq2SeqPolicy, ref_policy: Seq2SeqPolicy, reward_model: Rewa
                     logprobs=cat_padded([c.logprobs for c in chunks]), values=cat_padded([c.values for c in chunks]),
                     finished=torch.cat([c.finished for c in chunks]))
     ref_logprobs, rm_scores = cat_padded(refs) if len(refs) > 1 else refs[0], torch.cat(rms)
+    check_response_batch(s.mask, logprobs=s.logprobs, ref_logprobs=ref_logprobs, values=s.values)  # once per batch
     scores = rm_scores.clone()
-    if cfg.missing_eos_penalty is not None:
+    if not math.isnan(cfg.missing_eos_penalty):
         scores = torch.where(s.finished, scores, torch.full_like(scores, cfg.missing_eos_penalty))
     if cfg.whiten_scores and scores.numel() * distributed.get_world_size() > 1:
         mean, std = distributed.mean_std(scores)  # over the global batch: every rank's scores
@@ -103,59 +123,44 @@ def rollout(policy: Seq2SeqPolicy, ref_policy: Seq2SeqPolicy, reward_model: Rewa
                    rm_scores, rewards, kl, advantages, returns, s.finished)
 
 
-def gather(batch: Rollout, pad_id: int) -> Rollout:
-    """Under torchrun, the global batch on every rank: each rank's rollouts in rank order, right-padded to the
-    longest prompt and response. `batch` itself in one process."""
-    if not distributed.is_distributed():
-        return batch
-    pads = {"prompt_ids": pad_id, "tokens": pad_id}
-    return Rollout(**{f.name: distributed.all_gather(getattr(batch, f.name), pads.get(f.name, 0))
-                      for f in fields(Rollout)})
-
-
-def update(policy: Seq2SeqPolicy, optimizer: torch.optim.Optimizer, batch: Rollout, cfg: PPOConfig,
+def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Rollout, cfg: PPOConfig,
            generator: torch.Generator | None = None) -> dict[str, float]:
-    """`ppo_epochs` passes of clipped policy + value updates over shuffled minibatches of `batch`.
+    """`ppo_epochs` passes of clipped policy + value updates over shuffled minibatches of `batch`:
 
-    Under torchrun, `policy` is the DDP-wrapped model and `batch` the global batch (gather()). Every rank
-    draws the same minibatches (same `generator` state) and computes the loss of its share of each (rows
-    rank, rank + world, ...), weighted by the share's fraction of the minibatch's tokens times world: DDP's
-    mean over ranks is then the gradient of the whole minibatch's loss, as in one process.
+        loss = L_clip + vf_coef * L_V - ent_coef * H     (per minibatch; one optimizer step each)
+
+    Returns the mean over steps of each loss and statistic. `model` is the policy, or its DDP / torch.compile
+    wrapper; under torchrun `batch` is the global batch (distributed.all_gather_fields) and
+    distributed.minibatches gives each rank its rows of every minibatch and the loss weight that makes DDP's
+    mean the whole minibatch's gradient. In one process it gives every minibatch whole, with weight 1.
     """
-    rank, world = distributed.get_rank(), distributed.get_world_size()
-    n = batch.tokens.shape[0]
     sums: dict[str, float] = {}
     n_updates = 0
     for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, cfg.minibatch_size):
-            idx = order[start : start + cfg.minibatch_size].to(batch.tokens.device)
-            minibatch_tokens = batch.mask[idx].sum()
-            idx = idx[rank::world]  # this rank's share (all of the minibatch in one process)
-            mask = batch.mask[idx]
-            share = float(mask.sum() / minibatch_tokens)  # 1.0 in one process
-            width = int(mask.sum(1).max())  # drop columns that are padding for every row
-            mask, tokens = mask[:, :width], batch.tokens[idx, :width]
-            with autocast(tokens.device):  # bf16 on CUDA, plain fp32 on CPU
-                logprobs, values, logits = response_logprobs(
-                    policy, batch.prompt_ids[idx], batch.prompt_mask[idx], tokens, mask, cfg.temperature)
-            pg_loss, pg_stats = ppo_policy_loss(logprobs, batch.logprobs[idx, :width],
-                                                batch.advantages[idx, :width], mask, cfg.clip_eps)
+        order = torch.randperm(batch.tokens.shape[0], generator=generator)
+        for idx, weight in distributed.minibatches(order, cfg.minibatch_size, batch.mask):
+            width = int(batch.mask[idx].sum(1).max())  # drop columns that are padding for every row
+            mask = batch.mask[idx, :width]  # (b, t)
+            with autocast(mask.device):  # bf16 on CUDA, plain fp32 on CPU
+                logprobs, values, logits = response_logprobs(model, batch.prompt_ids[idx], batch.prompt_mask[idx],
+                                                             batch.tokens[idx, :width], mask, cfg.temperature)
+            pg_loss, pg_stats = ppo_policy_loss(logprobs, batch.logprobs[idx, :width], batch.advantages[idx, :width],
+                                                mask, cfg.clip_eps)
             vf_loss, vf_stats = ppo_value_loss(values, batch.values[idx, :width], batch.returns[idx, :width],
                                                mask, cfg.value_clip_eps)
             with torch.set_grad_enabled(cfg.ent_coef != 0):  # only a statistic unless it is in the loss
                 entropy = masked_mean(entropy_from_logits(logits), mask)
             loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
             optimizer.zero_grad(set_to_none=True)
-            (loss * (share * world)).backward()  # DDP averages the gradients over ranks
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            (loss * weight).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             step_stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy, "grad_norm": grad_norm,
                           **pg_stats, **vf_stats}
             for k, v in step_stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * share
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * weight
             n_updates += 1
-    sums = dict(zip(sums, distributed.all_reduce_sum(list(sums.values()))))  # token-weighted over ranks
+    sums = dict(zip(sums, distributed.all_reduce_mean(list(sums.values()))))  # token-weighted over ranks
     return {k: v / max(n_updates, 1) for k, v in sums.items()}
 
 

@@ -23,7 +23,7 @@ from minirlaif.data.apibench import load_apibench
 from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.losses import gae, masked_mean, masked_var, masked_whiten
 from minirlaif.policy import Seq2SeqPolicy
-from minirlaif.ppo import PPOConfig, Rollout, gather, rollout, update
+from minirlaif.ppo import PPOConfig, Rollout, rollout, update
 from minirlaif.tokenizer import SentencePieceTokenizer
 from tiny_data import tiny_models, write_tiny
 
@@ -124,7 +124,8 @@ def tiny_prompts(b=8, s=10):
     return ids, mask
 
 
-CFG = PPOConfig(max_new_tokens=12, ppo_epochs=2, minibatch_size=4, whiten_scores=True, missing_eos_penalty=None)
+PADS = {"prompt_ids": 0, "tokens": 0}  # pad id 0 in the tiny models
+CFG = PPOConfig(max_new_tokens=12, ppo_epochs=2, minibatch_size=4, whiten_scores=True, missing_eos_penalty=float("nan"))
 
 
 def _ppo(rank, world, tmp):
@@ -134,8 +135,8 @@ def _ppo(rank, world, tmp):
 
     # 1. rollout() on this rank's prompts (its own seed): scores and advantages whitened over the global batch
     ids, mask = tiny_prompts()
-    batch = gather(rollout(policy, ref, rm, ids[4 * rank : 4 * rank + 4], mask[4 * rank : 4 * rank + 4], 0.1, CFG,
-                           1, 0, torch.Generator().manual_seed(100003 * rank)), pad_id=0)
+    batch = distributed.all_gather_fields(rollout(policy, ref, rm, ids[4 * rank : 4 * rank + 4], mask[4 * rank : 4 * rank + 4], 0.1, CFG,
+                           1, 0, torch.Generator().manual_seed(100003 * rank)), PADS)
     assert batch.tokens.shape[0] == 8 and torch.equal(batch.prompt_ids, ids)
     assert abs(float(batch.scores.mean())) < 1e-5 and abs(float(batch.scores.std()) - 1) < 1e-4
     raw_advantages, _ = gae(batch.rewards, batch.values, batch.mask, CFG.gamma, CFG.lam)
@@ -149,7 +150,7 @@ def _ppo(rank, world, tmp):
     width = int(full.mask[rows].sum(1).max())
     part = {f.name: getattr(full, f.name)[rows] for f in fields(Rollout)}
     local = Rollout(**{k: v if k.startswith("prompt") or v.dim() == 1 else v[:, :width] for k, v in part.items()})
-    batch = gather(local, pad_id=0)
+    batch = distributed.all_gather_fields(local, PADS)
     for f in fields(Rollout):
         assert torch.equal(getattr(batch, f.name), getattr(full, f.name)), f.name
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from minirlaif.losses import (
-    AdaptiveKLController,
-    FixedKLController,
     bradley_terry_accuracy,
+    check_response_batch,
     bradley_terry_loss,
     entropy_from_logits,
     explained_variance,
@@ -84,14 +83,27 @@ def test_masked_mean_along_a_dim():
     assert per_row[2].item() == pytest.approx(float(x[2, 0]), abs=1e-12)
 
 
-def test_masked_mean_rejects_empty_soft_and_mis_shaped_masks():
+def test_masked_mean_of_nothing_is_nan_and_shapes_must_match():
     x = rand(2, 3)
-    with pytest.raises(ValueError, match="no real tokens"):
-        masked_mean(x, torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="only 0 and 1"):
-        masked_mean(x, torch.full((2, 3), 0.5))
+    assert math.isnan(masked_mean(x, torch.zeros(2, 3)).item())  # no real token: the mean of nothing
     with pytest.raises(ValueError, match="shape mismatch"):
         masked_mean(x, torch.ones(2, 1))  # would broadcast
+
+
+def test_check_response_batch_accepts_a_good_batch_and_names_each_fault():
+    mask = mask_from_lengths(LENGTHS)
+    check_response_batch(mask, logprobs=rand(4, T), values=rand(4, T))
+    check_response_batch(mask.bool())
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        check_response_batch(mask * 0.5)
+    with pytest.raises(ValueError, match="right-padded"):
+        check_response_batch(torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]]))
+    with pytest.raises(ValueError, match="at least one real"):
+        check_response_batch(mask_from_lengths([2, 0], 3))
+    with pytest.raises(ValueError, match="no broadcasting"):
+        check_response_batch(mask, logprobs=rand(4, 1))
+    with pytest.raises(ValueError, match="no broadcasting"):
+        check_response_batch(torch.ones(4))  # not (B, T)
 
 
 def test_masked_var_matches_manual_selection():
@@ -189,17 +201,6 @@ def test_kl_penalized_rewards_match_a_loop_and_score_lands_on_last_real_token():
     skl = sequence_kl(kl, mask)
     for b, n in enumerate(LENGTHS):
         assert skl[b].item() == pytest.approx(sum(float(logp[b, t] - ref[b, t]) for t in range(n)), abs=1e-12)
-
-
-def test_kl_penalized_rewards_rejects_empty_rows_and_left_padding():
-    logp = rand(2, 3)
-    with pytest.raises(ValueError, match="at least one"):
-        kl_penalized_rewards(torch.zeros(2, dtype=DT), logp, logp, mask_from_lengths([2, 0], 3), 0.1)
-    left_padded = torch.tensor([[0.0, 1.0, 1.0], [1.0, 1.0, 1.0]], dtype=DT)
-    with pytest.raises(ValueError, match="right-padded"):
-        kl_penalized_rewards(torch.zeros(2, dtype=DT), logp, logp, left_padded, 0.1)
-    with pytest.raises(ValueError):
-        kl_penalized_rewards(torch.zeros(3, dtype=DT), logp, logp, torch.ones(2, 3), 0.1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -445,42 +446,3 @@ def test_pointwise_bce_loss_matches_formula():
     # -log sigma(z) = log(1 + e^-z);  -log(1 - sigma(z)) = log(1 + e^z)
     terms = [math.log1p(math.exp(-2.0)), math.log1p(math.exp(-1.0)), math.log(2.0), 30.0 + math.log1p(math.exp(-30.0))]
     assert pointwise_bce_loss(z, y).item() == pytest.approx(sum(terms) / 4, abs=1e-12)
-
-
-# --------------------------------------------------------------------------------------------------
-# KL controllers
-
-
-def test_adaptive_kl_controller_sequence_by_hand():
-    ctl = AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)
-    assert ctl.value == 0.2
-    # KL 12: e = clip(12/6 - 1) = clip(1.0) = +0.2; mult = 1 + 0.2 * 256/10000 = 1.00512
-    ctl.update(12.0, 256)
-    assert ctl.value == pytest.approx(0.201024, abs=1e-15)
-    # KL 3: e = clip(-0.5) = -0.2; mult = 0.99488; 0.201024 * 0.99488 = 0.19999475712
-    ctl.update(3.0, 256)
-    assert ctl.value == pytest.approx(0.19999475712, abs=1e-15)
-    # KL 6.6: e = +0.1 (inside the clip); mult = 1 + 0.1 * 100/10000 = 1.001
-    ctl.update(6.6, 100)
-    assert ctl.value == pytest.approx(0.20019475187712, abs=1e-15)
-    # on target: unchanged; negative KL (k1 noise): e = clip(-1.5) = -0.2
-    ctl.update(6.0, 1000)
-    assert ctl.value == pytest.approx(0.20019475187712, abs=1e-15)
-    ctl.update(-3.0, 50)
-    assert ctl.value == pytest.approx(0.20019475187712 * (1 - 0.2 * 50 / 10000), abs=1e-15)
-
-    # checkpoint round trip restores beta
-    fresh = AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)
-    fresh.load_state_dict(ctl.state_dict())
-    assert fresh.value == ctl.value and fresh.state_dict() == ctl.state_dict()
-
-
-def test_fixed_kl_controller_and_kind_check():
-    ctl = FixedKLController(0.05)
-    ctl.update(100.0, 512)
-    assert ctl.value == 0.05
-    other = FixedKLController(0.3)
-    other.load_state_dict(ctl.state_dict())
-    assert other.value == 0.05
-    with pytest.raises(ValueError, match="adaptive"):
-        other.load_state_dict(AdaptiveKLController(0.2, 6.0, 10000).state_dict())

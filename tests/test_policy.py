@@ -1,6 +1,7 @@
 import torch
 
-from minirlaif.generation import response_logprobs, sample
+from minirlaif.generation import sample
+from minirlaif.ppo import response_logprobs
 from minirlaif.policy import Seq2SeqPolicy
 
 
@@ -13,7 +14,7 @@ def test_forward_shapes_and_zero_value_head():
     policy = make_policy()
     x = torch.randint(3, 300, (3, 7))
     y = torch.randint(3, 300, (3, 5))
-    logits, values = policy(x, torch.ones_like(x), policy.decoder_inputs(y))
+    logits, values = policy(x, torch.ones_like(x), y)
     assert logits.shape == (3, 5, 300) and values.shape == (3, 5)
     assert torch.all(values == 0)  # zero-initialised head: V = 0 everywhere before training
     assert policy.decoder_inputs(y)[:, 0].eq(policy.decoder_start_id).all()
@@ -24,7 +25,7 @@ def test_value_head_reads_decoder_last_hidden_state():
     policy = make_policy()
     torch.nn.init.normal_(policy.value_head.weight)
     x, y = torch.randint(3, 300, (2, 6)), torch.randint(3, 300, (2, 4))
-    _, values = policy(x, torch.ones_like(x), policy.decoder_inputs(y))
+    _, values = policy(x, torch.ones_like(x), y)
     out = policy.backbone(input_ids=x, attention_mask=torch.ones_like(x), decoder_input_ids=policy.decoder_inputs(y),
                           output_hidden_states=True)
     expected = out.decoder_hidden_states[-1] @ policy.value_head.weight[0] + policy.value_head.bias[0]

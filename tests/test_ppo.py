@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from minirlaif.generation import response_logprobs
-from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
+import train_ppo
+from minirlaif.ppo import PPOConfig, response_logprobs, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from tiny_data import tiny_models, train_tiny_sft, write_tiny
 
@@ -110,3 +110,39 @@ def test_train_ppo_kill_and_resume_equals_uninterrupted(sft_and_rm, tmp_path):
     # the sft weights are not what PPO saved: it trained
     s = load_file(str(base / "sft" / "model" / "model.safetensors"))
     assert any(not torch.equal(s[k], a[k]) for k in a)
+
+
+# ---- the KL controllers (train_ppo.py) ----------------------------------------------------------------
+def test_adaptive_kl_controller_sequence_by_hand():
+    ctl = train_ppo.AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)
+    assert ctl.value == 0.2
+    # KL 12: e = clip(12/6 - 1) = clip(1.0) = +0.2; mult = 1 + 0.2 * 256/10000 = 1.00512
+    ctl.update(12.0, 256)
+    assert ctl.value == pytest.approx(0.201024, abs=1e-15)
+    # KL 3: e = clip(-0.5) = -0.2; mult = 0.99488; 0.201024 * 0.99488 = 0.19999475712
+    ctl.update(3.0, 256)
+    assert ctl.value == pytest.approx(0.19999475712, abs=1e-15)
+    # KL 6.6: e = +0.1 (inside the clip); mult = 1 + 0.1 * 100/10000 = 1.001
+    ctl.update(6.6, 100)
+    assert ctl.value == pytest.approx(0.20019475187712, abs=1e-15)
+    # on target: unchanged; negative KL (k1 noise): e = clip(-1.5) = -0.2
+    ctl.update(6.0, 1000)
+    assert ctl.value == pytest.approx(0.20019475187712, abs=1e-15)
+    ctl.update(-3.0, 50)
+    assert ctl.value == pytest.approx(0.20019475187712 * (1 - 0.2 * 50 / 10000), abs=1e-15)
+
+    # checkpoint round trip restores beta
+    fresh = train_ppo.AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)
+    fresh.load_state_dict(ctl.state_dict())
+    assert fresh.value == ctl.value and fresh.state_dict() == ctl.state_dict()
+
+
+def test_fixed_kl_controller_and_kind_check():
+    ctl = train_ppo.FixedKLController(0.05)
+    ctl.update(100.0, 512)
+    assert ctl.value == 0.05
+    other = train_ppo.FixedKLController(0.3)
+    other.load_state_dict(ctl.state_dict())
+    assert other.value == 0.05
+    with pytest.raises(ValueError, match="adaptive"):
+        other.load_state_dict(train_ppo.AdaptiveKLController(0.2, 6.0, 10000).state_dict())

@@ -31,8 +31,10 @@ def _prompts(b: int = 6, s: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
 def _plain_forward(model, ids, mask, tokens, temperature):
     """Teacher-forced log pi(y_t), V(s_t), logits/T, by hand: decoder input = [start] + y_<t."""
     start = torch.full_like(tokens[:, :1], model.decoder_start_id)
-    logits, values = model(ids, mask, torch.cat([start, tokens[:, :-1]], dim=1))
-    logits = logits / temperature
+    out = model.backbone(input_ids=ids, attention_mask=mask, decoder_input_ids=torch.cat([start, tokens[:, :-1]], dim=1),
+                         output_hidden_states=True)
+    values = model.value_head(out.decoder_hidden_states[-1]).squeeze(-1)
+    logits = out.logits / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return logp, values, logits
 
@@ -150,7 +152,8 @@ def test_sft_loss_reads_only_the_target_tokens():
     with torch.no_grad():
         for prompt, target in pairs:  # one unpadded example at a time
             ids = torch.tensor([prompt])
-            logits, _ = policy(ids, torch.ones_like(ids), policy.decoder_inputs(torch.tensor([target])))
+            decoder_input = torch.tensor([[policy.decoder_start_id] + target[:-1]])  # [start] + y_<t, by hand
+            logits = policy.backbone(input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=decoder_input).logits
             logp = torch.log_softmax(logits[0].double(), dim=-1)
             total -= sum(float(logp[t, y]) for t, y in enumerate(target))
             count += len(target)
