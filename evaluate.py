@@ -29,6 +29,7 @@ from minirlaif.generation import generate_texts
 from minirlaif.jsonl import write_jsonl_atomic
 from minirlaif.metrics.report import ROWS, score_responses
 from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.settings import DataSettings, RunSettings, SamplingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
 from minirlaif.utils import (field, parse_config, quiet_transformers, set_seed,
                              write_json_atomic)
@@ -37,18 +38,16 @@ DEFAULT_MODELS = ("runs/sft", "runs/ppo")
 
 
 @dataclass
-class Config:
+class Config(RunSettings, DataSettings, SamplingSettings):
+    """evaluate.py's flags: the shared groups (minirlaif/settings.py) and these."""
+
     models: str = field("", "comma-separated run or model folders (default: runs/sft, runs/ppo that exist)")
     responses: str = field("", "score a file of existing generations (JSONL with question_id, text) instead")
-    data: str = field("builtin", "'builtin' or a Gorilla APIBench file/folder")
-    eval_data: str = field("", "eval file (default: the eval split of --data)")
-    api_db: str = field("", "API database file (Gorilla folders find their own)")
+    out: str = default_for(RunSettings, "out", "runs/eval")
+    temperature: float = default_for(SamplingSettings, "temperature", 0.7)
     limit: int = field(0, "evaluate only the first N eval examples (0 = all)", type=flags.count)
     runs: int = field(3, "sampled generations per example; mean and spread are reported", type=flags.positive_int)
     greedy: bool = field(False, "greedy decoding (one run) instead of sampling")
-    temperature: float = field(0.7, "sampling temperature", type=flags.positive_float)
-    max_new_tokens: int = field(128, "response length limit", type=flags.positive_int)
-    max_prompt_len: int = field(64, "encoder tokens kept", type=flags.positive_int)
     batch_size: int = field(64, "prompts per generation batch", type=flags.positive_int)
     exec_mode: str = field("auto", "executability: run (sandbox), static, or auto (run for builtin data)",
                            choices=["auto", "run", "static"])
@@ -56,11 +55,6 @@ class Config:
                      "torchhub, tensorflowhub", choices=["auto", "builtin", "huggingface", "torchhub", "tensorflowhub"])
     workers: int = field(0, "sandbox worker processes (0 = one per CPU core)", type=flags.count)
     timeout: float = field(5.0, "seconds per program in the sandbox", type=flags.float_in(0, 3600, low_open=True))
-    out: str = field("runs/eval", "folder for summary.json and per-example JSONL")
-    overwrite: bool = field(False, "write into an --out folder this script did not make (its outputs there are "
-                            "replaced, other files stay)")
-    seed: int = field(0, "seed for sampling", type=flags.seed)
-    device: str = field("auto", "auto, cpu, cuda, cuda:N", type=flags.device)
 
     def check(self) -> str | None:
         """Flags that are fine alone but not together (argparse reports it in one line)."""

@@ -153,6 +153,15 @@ def restore_kl_controller(kl_ctl, saved: dict, cfg: Config, out: Path) -> None:
         kl_ctl.value = cfg.kl_coef
 
 
+def stop_if_diverged(stats: dict, it: int, cfg: Config, out: Path) -> None:
+    """Stop (keeping the last good checkpoint) on non-finite statistics or a KL past --max-kl."""
+    if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
+        raise RunStopped(f"iteration {it}: non-finite statistics {stats}; {resume_hint(out)}")
+    if stats["kl"] > cfg.max_kl:
+        raise RunStopped(f"iteration {it}: KL {stats['kl']:.1f} exceeds --max-kl {cfg.max_kl}; "
+                         f"{resume_hint(out, 'raise --kl-coef or lower --lr')}")
+
+
 def main(cfg: Config) -> dict:
     run = Run("train_ppo.py", cfg, log_key="iteration")  # torchrun setup, run folder, seed
     device = run.device
@@ -175,13 +184,10 @@ def main(cfg: Config) -> dict:
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.kl_coef)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + run.rank * 100003)  # sampling: a seed per rank
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)  # minibatch order: the same on every rank
-    start = 0
+    generators = {"generator": generator, "shuffle_generator": shuffle_gen}
     if checkpoint is not None:
-        state = checkpoint[1]
-        restore_kl_controller(kl_ctl, state["kl_controller"], cfg, run.out)
-        start = run.restore(state, optimizer)
-        generator.set_state(state["generator"])
-        shuffle_gen.set_state(state["shuffle_generator"])
+        restore_kl_controller(kl_ctl, checkpoint[1]["kl_controller"], cfg, run.out)
+    start = run.restore(checkpoint[1], optimizer, generators=generators) if checkpoint else 0
 
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
     prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in with_code(data.train)]
@@ -206,11 +212,7 @@ def main(cfg: Config) -> dict:
         stats = rollout_stats(batch, kl_ctl.value)
         with policy.checkpointing_in_eval_mode():  # a no-op without --grad-checkpointing
             stats.update(update(model, optimizer, batch, cfg, shuffle_gen))
-        if not all(math.isfinite(v) for k, v in stats.items() if k != "explained_variance"):
-            raise RunStopped(f"iteration {it}: non-finite statistics {stats}; {resume_hint(run.out)}")
-        if stats["kl"] > cfg.max_kl:
-            raise RunStopped(f"iteration {it}: KL {stats['kl']:.1f} exceeds --max-kl {cfg.max_kl}; "
-                             f"{resume_hint(run.out, 'raise --kl-coef or lower --lr')}")
+        stop_if_diverged(stats, it, cfg, run.out)
         kl_ctl.update(stats["kl"], cfg.rollouts)
         seconds = time.time() - t0
         stats.update(iteration=it + 1, seconds=seconds, rollout_seconds=t_rollout,
@@ -218,9 +220,7 @@ def main(cfg: Config) -> dict:
         logger.log(**stats)
         bar.set_postfix(score=f"{stats['score']:.2f}", kl=f"{stats['kl']:.2f}", len=f"{stats['response_length']:.0f}")
         run.end_step(it + 1, cfg.iterations, save_model,
-                     {"optimizer": optimizer.state_dict(), "kl_controller": kl_ctl.state_dict(),
-                      "shuffle_generator": shuffle_gen.get_state()},
-                     rank_state={"generator": generator.get_state()})
+                     {"optimizer": optimizer.state_dict(), "kl_controller": kl_ctl.state_dict()}, generators)
     bar.close()
 
     summary = {"iterations": cfg.iterations, "final_beta": kl_ctl.value}

@@ -36,6 +36,7 @@ from minirlaif.errors import InputError, RunStopped
 from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, build_pairs, label, make_judge,
                                 score_stats, write_pairs, write_scored_samples)
 from minirlaif.generation import generate_texts
+from minirlaif.jsonl import read_jsonl
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
 from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.progress import progress_bar
@@ -89,21 +90,10 @@ class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings):
 
 
 # ---- stage 1: sampling ------------------------------------------------------------------------------
-def read_jsonl_complete(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a truncated last line (a kill mid-write) is dropped, not trusted."""
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-            if not line.endswith("\n"):
-                break
-            rows.append(json.loads(line))
-    return rows
-
-
 def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
     """k samples per record, written chunk by chunk so a killed run keeps what it finished."""
     path = out / "samples.jsonl"
-    done = read_jsonl_complete(path) if cfg.resume else []
+    done = [row for _, row in read_jsonl(path, drop_torn_tail=True)] if cfg.resume and path.exists() else []  # a torn tail is dropped
     counts = Counter(r["index"] for r in done)
     n_done = 0  # records 0..n_done-1 have all k samples on disk
     while counts.get(n_done, 0) == cfg.k:
@@ -114,7 +104,9 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
         with open(path, "w", encoding="utf-8") as f:  # rewrite what is complete, drop a torn tail
             f.writelines(json.dumps(r) + "\n" for r in done)
     if n_done == len(records):
+        print(f"sampled {len(done)} programs for {len(records)} instructions (all on disk already)")
         return done
+    t0 = time.time()
     sft = model_dir(cfg.sft)
     policy = Seq2SeqPolicy.from_pretrained(sft).to(device).eval()
     tokenizer = load_tokenizer(sft)
@@ -142,6 +134,7 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
         bar.update(min(first + chunk * world, len(records)) - max(first, n_done))
         debug_kill_at("sample", first // chunk + world)
     bar.close()
+    print(f"sampled {len(rows)} programs for {len(records)} instructions ({time.time() - t0:.0f}s)")
     return rows
 
 
@@ -163,6 +156,8 @@ def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str,
     except JudgeError as e:
         raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
                          "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
+    finally:
+        cache.close()
     samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
                for r, fb in zip(rows, feedbacks)]
     write_scored_samples(samples, out / "scored.jsonl")
@@ -229,16 +224,25 @@ def pearson(x: list[float], y: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
-def split_and_pair(samples: list[ScoredSample], cfg: Config):
-    """A seeded --heldout-fraction of the prompts is held out; pairs are built within each part.
-    Returns (train samples, held-out samples, train pairs, held-out pairs)."""
+def split_and_pair(samples: list[ScoredSample], cfg: Config, out: Path | None):
+    """A seeded --heldout-fraction of the prompts is held out; pairs are built within each part (and written
+    to `out`, on rank 0). Returns (train samples, held-out samples, train pairs, held-out pairs)."""
     prompts = sorted({s.prompt for s in samples})
     random.Random(cfg.seed + 1).shuffle(prompts)
     heldout = set(prompts[: max(1, int(len(prompts) * cfg.heldout_fraction))])
     train_samples = [s for s in samples if s.prompt not in heldout]
     test_samples = [s for s in samples if s.prompt in heldout]
-    return (train_samples, test_samples, build_pairs(train_samples, cfg.margin, cfg.pair_strategy),
-            build_pairs(test_samples, cfg.margin, "all"))
+    train_pairs = build_pairs(train_samples, cfg.margin, cfg.pair_strategy)
+    test_pairs = build_pairs(test_samples, cfg.margin, "all")
+    if out is not None:
+        write_pairs(train_pairs, out / "pairs.jsonl")
+        write_pairs(test_pairs, out / "heldout_pairs.jsonl")
+    stats = score_stats(samples, cfg.margin)
+    print(f"judge scores: {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))})}")
+    print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
+    if cfg.rm_loss == "bt" and not train_pairs:
+        raise InputError("no preference pairs: every sample scored alike; lower --margin, raise --k or --temperature")
+    return train_samples, test_samples, train_pairs, test_pairs
 
 
 def normalise_and_measure(model: RewardModel, tokenizer, train_samples, test_samples, test_pairs, cfg: Config,
@@ -257,42 +261,49 @@ def normalise_and_measure(model: RewardModel, tokenizer, train_samples, test_sam
     return heldout_acc, pearson(test_rewards.tolist(), [s.score for s in test_samples])
 
 
+def training_examples(train_pairs, train_samples, cfg: Config, world: int) -> tuple[list[tuple], int]:
+    """(prompt, chosen, rejected) per pair, or (prompt, response, 0/1 label) per sample with --rm-loss bce;
+    and the steps per epoch (under torchrun: full global batches of --batch-size x processes only)."""
+    if cfg.rm_loss == "bt":
+        examples = [(p.prompt, p.chosen, p.rejected) for p in train_pairs]
+    else:
+        examples = [(s.prompt, s.response, float(s.score >= cfg.bce_threshold)) for s in train_samples]
+    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size) if world == 1 else len(examples) // (cfg.batch_size * world)
+    if steps_per_epoch == 0:
+        raise InputError(f"{len(examples)} training examples, fewer than the global batch (--batch-size "
+                         f"{cfg.batch_size} x {world} processes); lower --batch-size")
+    return examples, steps_per_epoch
+
+
+def batch_indices(step: int, steps_per_epoch: int, n: int, cfg: Config, world: int) -> list[int]:
+    """The examples of step `step`'s global batch: a fresh seeded permutation every epoch."""
+    epoch, pos = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
+    return perm[pos * cfg.batch_size * world : (pos + 1) * cfg.batch_size * world]
+
+
 def main(cfg: Config) -> dict:
     weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
     sft = model_dir(cfg.sft)
     run = Run("train_rm.py", cfg, timeout_minutes=24 * 60)  # the other ranks may wait hours for rank 0's judge
     device, world, out = run.device, run.world, run.out
-    # Opened (and locked) before any work: a second run on the same folder stops here, before it touches
-    # samples.jsonl. Rank 0 alone judges.
+    # opened (and locked) before any work: a second run on this folder stops here; rank 0 alone judges
     cache = FeedbackCache(out / "feedback" / "cache.jsonl") if run.main else None
+    t0 = time.time()
 
-    # ---- data: which instructions ----
+    # ---- data: a seeded choice of --prompts training instructions ----
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
     records = with_code(data.train, "reward-model sampling")
     random.Random(cfg.seed).shuffle(records)
-    records = records[: cfg.prompts] if cfg.prompts else records
+    records = records[: cfg.prompts or None]
 
-    # ---- 1. sample ----
-    t0 = time.time()
+    # ---- 1. sample, 2. judge (every answer cached; under torchrun rank 0 asks, the others wait for its scores) ----
     rows = sample_stage(cfg, records, out, device)
-    print(f"sampled {len(rows)} programs for {len(records)} instructions ({time.time() - t0:.0f}s)")
-
-    # ---- 2. judge (cached answer by answer; under torchrun rank 0 asks, the other ranks wait for its scores) ----
     samples, judge_name = distributed.broadcast_object(
         judge_stage(cfg, data, records, rows, weights, out, device, cache) if run.main else None)
-    if cache is not None:
-        cache.close()
 
     # ---- 3. pairs, split by prompt ----
-    train_samples, test_samples, train_pairs, test_pairs = split_and_pair(samples, cfg)
-    if run.main:
-        write_pairs(train_pairs, out / "pairs.jsonl")
-        write_pairs(test_pairs, out / "heldout_pairs.jsonl")
-    stats = score_stats(samples, cfg.margin)
-    print(f"judge scores: {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))})}")
-    print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
-    if cfg.rm_loss == "bt" and not train_pairs:
-        raise InputError("no preference pairs: every sample scored alike; lower --margin, raise --k or --temperature")
+    train_samples, test_samples, train_pairs, test_pairs = split_and_pair(samples, cfg, out if run.main else None)
 
     # ---- 4. train the reward model: Bradley-Terry on the pairs (or pointwise BCE) ----
     tokenizer = load_tokenizer(sft)
@@ -300,15 +311,7 @@ def main(cfg: Config) -> dict:
     set_seed(cfg.seed)  # the head's init and dropout must not depend on which stages this run did (resume skips some)
     model = RewardModel.from_pretrained(checkpoint[0] if checkpoint else sft, cfg.pooling).to(device).train()
     train_model = distributed.ddp(model, device, find_unused_parameters=True)  # an untied LM head gets no gradient
-    if cfg.rm_loss == "bt":
-        examples = [(p.prompt, p.chosen, p.rejected) for p in train_pairs]
-    else:
-        examples = [(s.prompt, s.response, float(s.score >= cfg.bce_threshold)) for s in train_samples]
-    global_batch = cfg.batch_size * world  # under torchrun: --batch-size per process, full global batches only
-    steps_per_epoch = math.ceil(len(examples) / cfg.batch_size) if world == 1 else len(examples) // global_batch
-    if steps_per_epoch == 0:
-        raise InputError(f"{len(examples)} training examples, fewer than the global batch (--batch-size "
-                         f"{cfg.batch_size} x {world} processes); lower --batch-size")
+    examples, steps_per_epoch = training_examples(train_pairs, train_samples, cfg, world)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / total_steps)
@@ -323,9 +326,7 @@ def main(cfg: Config) -> dict:
 
     bar = run.progress(start, total_steps, f"reward model ({cfg.rm_loss})")
     for step in bar:
-        epoch, pos = divmod(step, steps_per_epoch)
-        perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
-        batch = [examples[i] for i in distributed.shard(perm[pos * global_batch : (pos + 1) * global_batch])]
+        batch = [examples[i] for i in distributed.shard(batch_indices(step, steps_per_epoch, len(examples), cfg, world))]
         loss, acc = batch_loss(train_model, tokenizer, batch, cfg, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -348,7 +349,7 @@ def main(cfg: Config) -> dict:
     heldout_acc, corr = normalise_and_measure(model, tokenizer, train_samples, test_samples, test_pairs, cfg, device)
     summary = {"heldout_pair_accuracy": heldout_acc, "heldout_pearson_reward_vs_judge": corr,
                "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs), "samples": len(samples),
-               "judge": judge_name, "score_stats": stats, "rm_loss": cfg.rm_loss,
+               "judge": judge_name, "score_stats": score_stats(samples, cfg.margin), "rm_loss": cfg.rm_loss,
                "seconds": round(time.time() - t0, 1)}
     run.finish(save_model, summary)
     print(f"reward model: held-out pair accuracy {heldout_acc:.3f}, Pearson(reward, judge score) {corr:.3f} "

@@ -66,9 +66,19 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings):
                              f"--vocab-size {self.vocab_size} (one batch's logits and their gradient)", logits * 8)
 
 
-def encode(records, tokenizer, cfg: Config) -> list[tuple[list[int], list[int]]]:
-    return [(tokenizer(format_prompt(r), cfg.max_prompt_len),
-             tokenizer(format_target(r, cfg.with_api_call), cfg.max_target_len)) for r in records]
+def encode(records, tokenizer, cfg: Config, training: bool = False) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, target ids) per record. Training pairs: a note on targets cut at --max-target-len, and
+    an error when torchrun's global batch is larger than the data."""
+    pairs = [(tokenizer(format_prompt(r), cfg.max_prompt_len),
+              tokenizer(format_target(r, cfg.with_api_call), cfg.max_target_len)) for r in records]
+    n_cut = sum(len(t) >= cfg.max_target_len for _, t in pairs)
+    if training and n_cut:
+        print(f"note: {n_cut} of {len(pairs)} training targets were cut at --max-target-len {cfg.max_target_len}")
+    world = distributed.get_world_size()
+    if training and world > 1 and len(pairs) < cfg.batch_size * world:
+        raise InputError(f"{len(pairs)} training examples, fewer than the global batch "
+                         f"(--batch-size {cfg.batch_size} x {world} processes); lower --batch-size")
+    return pairs
 
 
 def batch_loss(policy, pairs, pad_id, device) -> tuple[torch.Tensor, int]:
@@ -186,13 +196,7 @@ def main(cfg: Config) -> dict:
     if world > 1:
         set_seed(cfg.seed + run.rank * 100003)  # each rank its own dropout noise (the init above is the same everywhere)
 
-    train_pairs, eval_pairs = encode(train_records, tokenizer, cfg), encode(eval_records, tokenizer, cfg)
-    n_cut = sum(len(t) >= cfg.max_target_len for _, t in train_pairs)
-    if n_cut:
-        print(f"note: {n_cut} of {len(train_pairs)} training targets were cut at --max-target-len {cfg.max_target_len}")
-    if world > 1 and len(train_pairs) < cfg.batch_size * world:
-        raise InputError(f"{len(train_pairs)} training examples, fewer than the global batch "
-                         f"(--batch-size {cfg.batch_size} x {world} processes); lower --batch-size")
+    train_pairs, eval_pairs = encode(train_records, tokenizer, cfg, training=True), encode(eval_records, tokenizer, cfg)
     steps_per_epoch = max(1, len(train_pairs) // (cfg.batch_size * world * cfg.grad_accum))
     total_steps = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

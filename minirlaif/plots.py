@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from minirlaif.jsonl import read_jsonl
 
 DEFAULT_KEYS = ("score", "reward", "kl", "beta", "entropy", "policy_loss", "value_loss", "clip_frac",
                 "approx_kl", "explained_variance", "response_length", "tokens_per_s")
@@ -17,7 +18,7 @@ def plot_metrics(metrics_path: str | Path, png_path: str | Path, keys: tuple[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    rows = [row for _, row in read_jsonl(metrics_path, skip=lambda *_: None)]
     keys = tuple(k for k in keys if any(k in r for r in rows))
     cols = 4
     fig, axes = plt.subplots((len(keys) + cols - 1) // cols, cols, figsize=(4 * cols, 2.6 * ((len(keys) + cols - 1) // cols)),

@@ -62,9 +62,10 @@ class Run:
         return found[0], distributed.own_rank_state(found[1])
 
     def restore(self, state: dict, optimizer: Any, scheduler: Any = None,
-                multiplier: Callable[[int], float] | None = None) -> int:
-        """Load the optimizer (and scheduler) and every RNG from `state`; returns the step it was saved at.
-        A different --lr replaces the saved one, continuing the schedule `multiplier(step)` from there."""
+                multiplier: Callable[[int], float] | None = None, generators: dict[str, Any] | None = None) -> int:
+        """Load the optimizer (and scheduler), every RNG and the named torch generators from `state`; returns
+        the step it was saved at. A different --lr replaces the saved one, continuing the schedule
+        `multiplier(step)` from there."""
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
@@ -78,6 +79,8 @@ class Run:
                 if scheduler is not None:
                     group["initial_lr"] = self.cfg.lr
         set_rng_state(state["rng"])
+        for name, generator in (generators or {}).items():
+            generator.set_state(state[name])
         print(f"resumed from {self.out}/checkpoint at {self.log_key} {state[self.log_key]}")
         return state[self.log_key]
 
@@ -95,12 +98,14 @@ class Run:
         return progress_bar(range(start, total), initial=start, total=total, desc=desc, disable=not self.main)
 
     def end_step(self, done: int, total: int, save_model: Callable[[Path], None], state: dict,
-                 rank_state: dict | None = None) -> None:
+                 generators: dict[str, Any] | None = None) -> None:
         """After step `done`: every --save-every steps and at the last one, an atomic checkpoint of the model
-        and `state` (+ the settings, every RNG, and `rank_state`: what differs per rank). A collective."""
+        and `state`, with the settings, every RNG and the named torch generators (under torchrun each rank's
+        own). A collective: every rank calls it."""
         if done % self.cfg.save_every == 0 or done == total:
+            own = {"rng": rng_state(), **{name: g.get_state() for name, g in (generators or {}).items()}}
             state = distributed.with_rank_states({**state, self.log_key: done, "config": dataclasses.asdict(self.cfg)},
-                                                 {"rng": rng_state(), **(rank_state or {})})
+                                                 own)
             if self.main:
                 save_checkpoint(self.out, save_model, state)
         debug_kill_point(done)

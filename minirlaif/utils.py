@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from minirlaif.errors import InputError, RunStopped
+from minirlaif.jsonl import read_jsonl
 
 C = TypeVar("C")
 
@@ -25,10 +27,20 @@ def parse_config(cls: type[C], description: str, argv: list[str] | None = None) 
 
     A field's `type` (minirlaif.flags) checks its value; the dataclass's optional `check()` returns a
     message about flags that do not fit together. Either way argparse stops with one line, exit 2.
+
+    Settings files come first, nanoGPT-style: `python train_rm.py config/rm_eos.py --seed 1` takes the
+    `name = value` lines of config/rm_eos.py, then the flags (a flag wins over the file).
     """
-    parser = argparse.ArgumentParser(description=description,
+    parser = argparse.ArgumentParser(description=description, epilog="settings files: SCRIPT FILE.py [FILE.py ...] "
+                                     "[--flags]; each line of a file is `name = value` (see config/)",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(cls):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    files = []
+    while argv and not argv[0].startswith("-"):
+        files.append(argv.pop(0))
+    argv = [token for path in files for token in _settings_file_flags(path, cls, parser)] + argv
+    own = vars(cls).get("__annotations__", {})  # the script's own flags first in --help, then the shared groups
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "").replace("%", "%%")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
@@ -43,6 +55,47 @@ def parse_config(cls: type[C], description: str, argv: list[str] | None = None) 
     if problem:
         parser.error(problem)
     return cfg
+
+
+def _settings_file_flags(path: str, cls: type, parser: argparse.ArgumentParser) -> list[str]:
+    """The flags a settings file stands for. Each statement is `name = literal` (a docstring and comments are
+    fine); a name that is not a setting, or a value its flag refuses, stops with the file and line."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=path)
+    except OSError as e:
+        parser.error(f"{path}: cannot read this settings file ({e.strerror}); settings files come before the flags")
+    except (SyntaxError, ValueError) as e:
+        parser.error(f"{path} line {getattr(e, 'lineno', '?')}: not a settings file ({e}); write `name = value` lines")
+    flags = []
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            continue  # the file's docstring
+        where = f"{path} line {node.lineno}"
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            parser.error(f"{where}: only `name = value` lines are allowed")
+        name = node.targets[0].id
+        if name not in fields:
+            parser.error(f"{where}: '{name}' is not a setting of this script (see --help for the names)")
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            parser.error(f"{where}: {name} must be a plain value (a number, a string, True or False)")
+        flag, f = "--" + name.replace("_", "-"), fields[name]
+        if f.type in (bool, "bool"):
+            if not isinstance(value, bool):
+                parser.error(f"{where}: {name} must be True or False, not {value!r}")
+            flags.append(flag if value else "--no-" + name.replace("_", "-"))
+            continue
+        kind = f.metadata.get("type") or {"int": int, "float": float}.get(getattr(f.type, "__name__", f.type), str)
+        try:
+            checked = kind(str(value))
+        except (argparse.ArgumentTypeError, ValueError) as e:
+            parser.error(f"{where}: {name} = {value!r}: {e}")
+        if f.metadata.get("choices") and checked not in f.metadata["choices"]:
+            parser.error(f"{where}: {name} = {value!r}: choose from {', '.join(f.metadata['choices'])}")
+        flags.append(f"{flag}={value}")
+    return flags
 
 
 def field(default: Any, help: str, **kw: Any) -> Any:
@@ -108,14 +161,9 @@ class JsonlLogger:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
-        if path.is_file() and start > 0:
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a torn last line from a kill
-                    continue
-                if isinstance(row, dict) and row.get(key, 0) <= start:
-                    kept.append(line + "\n")
+        if path.is_file() and start > 0:  # a torn last line (a kill mid-write) or a bad line is not kept
+            kept = [json.dumps(row, default=float) + "\n"
+                    for _, row in read_jsonl(path, skip=lambda *_: None, drop_torn_tail=True) if row.get(key, 0) <= start]
         if path.is_file():
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text("".join(kept), encoding="utf-8")

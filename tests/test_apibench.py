@@ -471,9 +471,9 @@ def test_folder_with_broken_and_looping_links_says_what_it_skipped(tmp_path, cap
 def test_a_huge_line_is_refused_without_reading_the_file(tmp_path, monkeypatch):
     import tracemalloc
 
-    from minirlaif.data import apibench
+    from minirlaif import jsonl
 
-    monkeypatch.setattr(apibench, "MAX_LINE_BYTES", 1 << 20)  # the rule at a test's scale: 1 MiB
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 1 << 20)  # the rule at a test's scale: 1 MiB
     path = tmp_path / "huge.json"
     path.write_text(line("###Instruction: a\n###Output: x = 1\n") + "\n" + "x" * (40 << 20) + "\n")
     tracemalloc.start()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import re
 import sys
@@ -11,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from minirlaif.data.records import APIRecord
-from minirlaif.jsonl import write_jsonl_atomic
+from minirlaif.jsonl import json_type as _json_type, read_jsonl, write_jsonl_atomic
 from minirlaif.errors import InputError, where
 
 API_DB_KEYS = (
@@ -56,11 +54,9 @@ def write_api_database(entries: Iterable[dict], path: str | Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Reading JSON Lines
 #
-# Every Gorilla file is JSON Lines, the `.json` ones included (gorilla-format.md section 0). We split
-# the raw bytes on b"\n" ourselves instead of using str.splitlines(): splitlines() also breaks on
-# U+2028 and friends, which may legally sit inside a JSON string, and would shift line numbers.
+# Every Gorilla file is JSON Lines, the `.json` ones included (gorilla-format.md section 0): read with
+# minirlaif.jsonl.read_jsonl, the reader every file of ours goes through.
 
-MAX_LINE_BYTES = 8 << 20  # the longest real Gorilla line is a few KB
 _NO_SUCH_PATH = "no such file or folder (check the path, or set MINIRLAIF_GORILLA for the Gorilla files)"
 # API-database values the evaluator reads as text; the other keys hold mixed JSON types in real files.
 _API_DB_STR_KEYS = ("domain", "framework", "api_name", "api_call", "description")
@@ -74,53 +70,14 @@ def _check_file(path: Path) -> None:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (1-based physical line number, object) for every non-blank line of a JSON Lines file.
-
-    Rules: blank lines are skipped but still counted (so numbers stay Gorilla's question_ids); the last
-    line may lack its newline; every other line must be UTF-8 text holding one JSON object; a file
-    with no object at all is an error.
-    """
+    """minirlaif.jsonl.read_jsonl for a data file: it must exist and hold at least one object."""
     _check_file(path)
     found = False
-    with open(path, "rb") as f:
-        for number in itertools.count(1):
-            raw = f.readline(MAX_LINE_BYTES + 1)  # a stream: memory stays bounded whatever the file holds
-            if not raw:
-                break
-            if len(raw) > MAX_LINE_BYTES:
-                raise InputError(f"{where(path, number)}: line longer than {MAX_LINE_BYTES >> 20} MiB (is this a "
-                                 "JSON Lines file? each line holds one record of a few KB)")
-            try:
-                # utf-8-sig on line 1 tolerates a byte-order mark some editors write.
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(
-                    f"{where(path, number)}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} "
-                    "of the line) (re-save the file as UTF-8)"
-                ) from None
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise InputError(
-                    f"{where(path, number)}: not valid JSON ({e.msg} at column {e.colno}) "
-                    "(each line must hold exactly one JSON object)"
-                ) from None
-            if not isinstance(obj, dict):
-                raise InputError(
-                    f"{where(path, number)}: expected a JSON object, got {_json_type(obj)} "
-                    "(each line must hold one {...} object, not an array or a bare value)"
-                )
-            found = True
-            yield number, obj
+    for number, obj in read_jsonl(path):
+        found = True
+        yield number, obj
     if not found:
         raise InputError(f"{where(path)}: empty file, no JSON lines (pass a JSON Lines file with one object per line)")
-
-
-def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _require(obj: dict, key: str, kind: type, path: Path, line: int, fix: str) -> Any:

@@ -22,6 +22,7 @@ import threading
 from pathlib import Path
 
 from minirlaif.errors import InputError
+from minirlaif.jsonl import read_jsonl
 from minirlaif.feedback.questions import Question
 
 try:
@@ -93,15 +94,11 @@ class FeedbackCache:
             )
             self._file.truncate(cut)
             os.fsync(self._file.fileno())
-            data = data[:cut]
-        for lineno, raw in enumerate(data.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                self.problems.append(f"{self.path}: line {lineno}: skipped, not valid JSON ({type(e).__name__})")
-                continue
+
+        def skipped(lineno: int, why: str) -> None:
+            self.problems.append(f"{self.path}: line {lineno}: skipped, {why}")
+
+        for lineno, entry in read_jsonl(self.path, skip=skipped):
             problem = entry_problem(entry)
             if problem:
                 self.problems.append(f"{self.path}: line {lineno}: skipped, {problem}")

@@ -10,7 +10,6 @@ keeps pairs whose order is mostly the judge's noise out of the reward model's tr
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Iterable, Sequence
 
 from minirlaif.errors import InputError, where
 from minirlaif.feedback.scoring import Answer, Feedback
-from minirlaif.jsonl import write_jsonl_atomic
+from minirlaif.jsonl import read_jsonl, write_jsonl_atomic
 
 STRATEGIES = ("best_worst", "all")
 
@@ -121,18 +120,11 @@ def score_stats(samples: Iterable[ScoredSample], margin: float = 0.1, bins: int 
 
 
 def _read_jsonl(path: str | Path, required: Sequence[str]) -> Iterable[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where(path, lineno)} not valid JSON ({e.msg}); fix or delete the line") from None
-            missing = [k for k in required if not isinstance(row, dict) or k not in row]
-            if missing:
-                raise InputError(f"{where(path, lineno, missing[0])} missing (each line needs {list(required)})")
-            yield lineno, row
+    for lineno, row in read_jsonl(path):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise InputError(f"{where(path, lineno, missing[0])} missing (each line needs {list(required)})")
+        yield lineno, row
 
 
 def write_scored_samples(samples: Iterable[ScoredSample], path: str | Path) -> None:
