@@ -143,15 +143,3 @@ def load_checkpoint(run_dir: str | Path) -> tuple[Path, dict] | None:
         raise InputError(f"{found / STATE_FILE}: not a readable checkpoint ({type(e).__name__}); remove "
                          f"{found} to start over, or pick another --out") from None
     return found / MODEL_DIR, state
-
-
-def restore_optimizer(state: dict, optimizer, scheduler, lr: float, multiplier: Callable[[int], float]) -> None:
-    """Load optimizer and scheduler state; a different `lr` on resume (e.g. lowered after a
-    non-finite loss) replaces the saved one, continuing the schedule `multiplier(step)` from there."""
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scheduler.base_lrs[0] != lr:
-        print(f"--lr {lr} replaces the checkpoint's {scheduler.base_lrs[0]}")
-        scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
-        for group in optimizer.param_groups:
-            group["initial_lr"], group["lr"] = lr, lr * multiplier(scheduler.last_epoch)
