@@ -154,7 +154,7 @@ def main(cfg: Config) -> dict:
                     continue  # rank 0 scores and writes
                 programs = [extract_program(t) for t in texts]
                 summary, rows = score_responses(texts, programs, records, data.api_database, data.hub, exec_mode,
-                                                cfg.workers or None, cfg.timeout)
+                                                cfg.workers or None, cfg.timeout, ours=True)
                 results[name].append(summary)
                 if run == 0:
                     write_jsonl_atomic(rows, out / f"{name}.examples.jsonl")

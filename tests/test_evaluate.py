@@ -67,3 +67,45 @@ def test_long_responses_are_scored_on_a_bounded_prefix_and_say_so():
     assert rows[0]["program"] == huge[:MAX_SCORED_CHARS] and rows[0]["response"] == huge[:MAX_SCORED_CHARS]
     assert rows[1]["program"] == short and rows[1]["rouge_l"] == pytest.approx(1.0)
     assert summary["n"] == 2
+
+
+def _torchhub_entry(domain: str, model: str, repo: str) -> dict:
+    return {"domain": domain, "framework": "PyTorch", "functionality": model, "api_name": model,
+            "api_call": f"torch.hub.load(repo_or_dir='{repo}', model='{model}', pretrained=True)",
+            "api_arguments": ["repo_or_dir", "model", "pretrained"], "python_environment_requirements": ["torch"],
+            "example_code": "N/A", "performance": {"dataset": "N/A", "accuracy": "N/A"}, "description": model}
+
+
+def test_torchhub_columns_of_a_model_that_writes_bare_programs(sft_run, tmp_path, monkeypatch):
+    """Gorilla's TorchHub rule reads only what follows an api_call marker; a model trained without
+    --with-api-call writes bare programs, so evaluate.py wraps them (as the analyzer judge does). Three known
+    cases: the gold model (correct, exact API, arguments), a real API of another domain (an error), a model
+    that does not exist (a hallucination). Before the wrapping every column read 0."""
+    from minirlaif.data.apibench import write_api_database, write_apibench
+    from minirlaif.data.records import APIRecord
+
+    base, _ = sft_run
+    db = [_torchhub_entry("Classification", "resnet18", "pytorch/vision"),
+          _torchhub_entry("Object Detection", "yolov5s", "ultralytics/yolov5")]
+    gold = db[0]
+    records = [APIRecord(instruction=f"Classify image {i} with a pretrained ResNet-18.", api_call=gold["api_call"],
+                         domain=gold["domain"], provider="PyTorch",
+                         code=f"import torch\nmodel = {gold['api_call']}\n", api_data=gold, source="th", line=i + 1,
+                         explanation="", api_name="resnet18") for i in range(3)]
+    write_apibench(records, tmp_path / "torchhub_eval.json")
+    write_apibench(records, tmp_path / "torchhub_train.json")
+    write_api_database(db, tmp_path / "torchhub_api.jsonl")
+    programs = ["import torch\nmodel = torch.hub.load('pytorch/vision', 'resnet18', pretrained=True)\n",
+                "import torch\nmodel = torch.hub.load('ultralytics/yolov5', 'yolov5s', pretrained=True)\n",
+                "import torch\nmodel = torch.hub.load('pytorch/vision', 'resnet1000', pretrained=True)\n"]
+    monkeypatch.setattr(evaluate, "generate_texts", lambda *a, **k: list(programs))
+    cfg = evaluate.parse_config(evaluate.Config, "", [
+        "--models", str(base / "sft"), "--data", str(tmp_path / "torchhub_train.json"), "--eval-data",
+        str(tmp_path / "torchhub_eval.json"), "--api-db", str(tmp_path / "torchhub_api.jsonl"), "--greedy",
+        "--exec-mode", "static", "--out", str(tmp_path / "eval"), "--device", "cpu"])
+    (summary,) = evaluate.main(cfg)["results"]["sft"]
+    assert (summary["ast_accuracy"], summary["exact_api"], summary["args_match"], summary["hallucination"]) == \
+        pytest.approx((1 / 3, 1 / 3, 1 / 3, 1 / 3))
+    rows = [json.loads(line) for line in open(tmp_path / "eval" / "sft.examples.jsonl")]
+    assert [r["matched_api"] for r in rows] == ["resnet18", "yolov5s", None]
+    assert [r["response"] for r in rows] == programs  # the record keeps what the model wrote

@@ -251,6 +251,17 @@ def extract_candidate(text: str, hub: str = "huggingface") -> str | None:
     return piece[start + 2 : end + 1]
 
 
+def as_gorilla_response(program: str, hub: str) -> str:
+    """What Gorilla's rule reads for one of OUR models' outputs. TorchHub's rule looks only after an
+    `api_call` marker, which a bare program (a model trained without --with-api-call) lacks; such a
+    program is wrapped as `<<<api_call>>>: program <<<api_provider>>>`, so its calls are read as an
+    answer that said them. Other hubs, and text that has the marker, are read as they are. Gorilla's
+    own response files are scored as written (their answers without a marker stay errors)."""
+    if hub == "torchhub" and "api_call" not in program:
+        return f"<<<api_call>>>: {program}\n<<<api_provider>>>"
+    return program
+
+
 def call_callees(root: tree_sitter.Node) -> list[bytes]:
     """The callee text of every `call` node under root, in pre-order."""
     out, stack = [], [root]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from statistics import mean
 
-from minirlaif.metrics.ast_match import ast_match, api_index
+from minirlaif.metrics.ast_match import api_index, as_gorilla_response, ast_match
 from minirlaif.metrics.codebleu import codebleu
 from minirlaif.metrics.executability import executability
 from minirlaif.metrics.rouge import rouge_l
@@ -35,15 +35,17 @@ ROWS = [
 
 def score_responses(responses: list[str], programs: list[str], records: list, api_database: list[dict],
                     hub: str, exec_mode: str = "run", workers: int | None = None,
-                    timeout_s: float = 5.0) -> tuple[dict, list[dict]]:
-    """(summary, per-example rows). AST matching reads `responses` (raw text, as Gorilla does);
+                    timeout_s: float = 5.0, ours: bool = False) -> tuple[dict, list[dict]]:
+    """(summary, per-example rows). AST matching reads `responses` (raw text, as Gorilla does; with
+    `ours`, our models' outputs, through as_gorilla_response: TorchHub's rule needs an api_call marker);
     ROUGE-L, CodeBLEU and executability read `programs`. Examples without a reference program count
     for AST and executability but not for ROUGE-L / CodeBLEU. Both are cut at MAX_SCORED_CHARS."""
     lengths = [max(len(r), len(p)) for r, p in zip(responses, programs)]
     responses = [r[:MAX_SCORED_CHARS] for r in responses]
     programs = [p[:MAX_SCORED_CHARS] for p in programs]
     index = api_index(api_database, hub)
-    matches = [ast_match(r, rec, index, hub) for r, rec in zip(responses, records)]
+    matches = [ast_match(as_gorilla_response(r, hub) if ours else r, rec, index, hub)
+               for r, rec in zip(responses, records)]
     with_ref = [i for i, rec in enumerate(records) if rec.code.strip()]
     rouges = {i: rouge_l(records[i].code, programs[i]) for i in with_ref}
     cb = codebleu([records[i].code for i in with_ref], [programs[i] for i in with_ref]) if with_ref else {}

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from minirlaif.feedback.judges.base import Item, Judge, JudgeError, Query, RawAnswer
-from minirlaif.metrics.ast_match import ASTMatch, ast_match
+from minirlaif.metrics.ast_match import ASTMatch, as_gorilla_response, ast_match
 from minirlaif.metrics.static_check import StaticResult, missing_imports, static_check, undefined_names
 from minirlaif.sandbox import run_program, run_programs
 
@@ -150,11 +150,7 @@ class AnalyzerJudge(Judge):
     # -- analysis, once per program --------------------------------------------------------------
 
     def _ast_match(self, item: Item) -> ASTMatch:
-        program = item.program
-        if self.hub == "torchhub":
-            # Gorilla's TorchHub scoring only looks after an `api_call` marker; a bare program has none.
-            program = f"<<<api_call>>>: {program}\n<<<api_provider>>>"
-        return ast_match(program, item.record, self.api_database, self.hub)
+        return ast_match(as_gorilla_response(item.program, self.hub), item.record, self.api_database, self.hub)
 
     def _analyze_now(self, item: Item) -> Analysis:
         code = item.program
