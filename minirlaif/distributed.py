@@ -216,10 +216,7 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, unbiased: bo
     if not is_distributed():
         return losses.masked_whiten(x, mask, shift_mean=shift_mean, unbiased=unbiased)
     mu, var = _moments(x, mask, unbiased)
-    out = (x - mu) * torch.rsqrt(var + 1e-8)
-    if not shift_mean:
-        out = out + mu
-    return torch.where(mask.bool(), out, 0)
+    return losses.whiten(x, mask, mu, var, shift_mean)
 
 
 def mean_std(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -83,9 +83,13 @@ def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, unbiased: bo
     """(x - mu) / sqrt(Var + 1e-8) over ALL real tokens, 0 at padding; shift_mean=False adds mu back
     (for rewards; advantages are whitened with the mean removed). `unbiased` as in masked_var."""
     m = mask.bool()
-    mu = masked_mean(x, m)
-    out = (x - mu) * torch.rsqrt(masked_var(x, m, unbiased=unbiased) + 1e-8)
-    return _zero_pad(out if shift_mean else out + mu, m)  # (B, T)
+    return whiten(x, m, masked_mean(x, m), masked_var(x, m, unbiased=unbiased), shift_mean)
+
+
+def whiten(x: Tensor, mask: Tensor, mu: Tensor, var: Tensor, shift_mean: bool = True) -> Tensor:
+    """(x - mu) / sqrt(var + 1e-8), 0 at padding, given the moments (distributed.py passes the global batch's)."""
+    out = (x - mu) * torch.rsqrt(var + 1e-8)
+    return _zero_pad(out if shift_mean else out + mu, mask.bool())  # (B, T)
 
 
 # --------------------------------------------------------------------------------------------------

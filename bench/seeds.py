@@ -1,0 +1,105 @@
+"""The whole default chain for several seeds, and what RL changed on each: is the gain reliable?
+
+    python bench/seeds.py                                  # seeds 0, 1, 2 -> bench/runs/seeds/, bench/results/seeds.json
+    python bench/seeds.py --seeds 3 --out bench/runs/s3    # another seed
+    python bench/seeds.py --sft-args "--preset small" --name small   # a lever: extra flags for one stage
+
+For each seed s: train_sft.py --seed s, train_rm.py --seed s, train_ppo.py --seed s (the seed changes the
+SFT initialisation and data order, the RM's samples and PPO), then evaluate.py on the SFT and PPO models
+(3 sampled runs, the evaluation's own seed fixed, the eval split the same for every seed). A stage whose
+summary.json exists is skipped; a stage that was killed is continued with --resume. Prints how long each
+stage took, then per seed the SFT and PPO means of every metric and the deltas, and over seeds the mean and
+sample standard deviation of each delta; writes all of it to bench/results/<name>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("ast_accuracy", "exact_api", "args_match", "hallucination", "rouge_l", "codebleu", "executability")
+
+
+def stage(script: str, out: Path, args: list[str], log: Path) -> float:
+    """Run one script into `out` (skipped when finished, --resume when started); seconds it took."""
+    if (out / "summary.json").exists():
+        print(f"  {script:13s} done before ({out})")
+        return 0.0
+    resume = ["--resume"] if out.exists() and script != "evaluate.py" else []  # evaluate.py starts over
+    cmd = [sys.executable, str(ROOT / script), *args, "--out", str(out), *resume]
+    t0 = time.time()
+    with open(log, "a") as f:
+        f.write(f"\n$ {shlex.join(cmd)}\n")
+        f.flush()
+        r = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    seconds = time.time() - t0
+    if r.returncode != 0:
+        sys.exit(f"{script} failed (exit {r.returncode}); see {log}; rerun this command to continue")
+    print(f"  {script:13s} {seconds:6.0f} s")
+    return seconds
+
+
+def means(runs: list[dict]) -> dict[str, float]:
+    return {k: 100 * statistics.mean(r[k] for r in runs) for k in METRICS}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--out", default="bench/runs/seeds", help="where the runs go (one folder per seed)")
+    p.add_argument("--name", default="seeds", help="results file: bench/results/NAME.json")
+    p.add_argument("--runs", type=int, default=3, help="sampled evaluation runs per model")
+    for s in ("sft", "rm", "ppo"):
+        p.add_argument(f"--{s}-args", default="", help=f"extra flags for train_{s}.py (one string)")
+    a = p.parse_args()
+    out = ROOT / a.out
+    results: dict = {"seeds": {}, "command": " ".join(sys.argv)}
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        run = out / f"seed{seed}"
+        run.mkdir(parents=True, exist_ok=True)
+        log = run / "log.txt"
+        print(f"seed {seed}:")
+        t = {
+            "sft": stage("train_sft.py", run / "sft", ["--seed", str(seed), "--samples", "10",
+                                                        *shlex.split(a.sft_args)], log),
+            "rm": stage("train_rm.py", run / "rm", ["--seed", str(seed), "--sft", str(run / "sft"),
+                                                    *shlex.split(a.rm_args)], log),
+            "ppo": stage("train_ppo.py", run / "ppo", ["--seed", str(seed), "--sft", str(run / "sft"),
+                                                       "--rm", str(run / "rm"), *shlex.split(a.ppo_args)], log),
+            "eval": stage("evaluate.py", run / "eval", ["--models", f"{run / 'sft'},{run / 'ppo'}",
+                                                        "--runs", str(a.runs)], log),
+        }
+        report = json.loads((run / "eval" / "summary.json").read_text())["results"]
+        sft, ppo = means(report["sft"]), means(report["ppo"])
+        results["seeds"][seed] = {"sft": sft, "ppo": ppo, "delta": {k: ppo[k] - sft[k] for k in METRICS},
+                                  "seconds": t,
+                                  "rm_heldout_pair_accuracy": json.loads((run / "rm" / "summary.json").read_text())[
+                                      "heldout_pair_accuracy"],
+                                  "sft_eval_loss": json.loads((run / "sft" / "summary.json").read_text())["eval_loss"]}
+    deltas = [r["delta"] for r in results["seeds"].values()]
+    results["over_seeds"] = {k: {"mean": statistics.mean(d[k] for d in deltas),
+                                 "std": statistics.stdev(d[k] for d in deltas) if len(deltas) > 1 else 0.0}
+                             for k in METRICS}
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    path = ROOT / "bench" / "results" / f"{a.name}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+    print("\n| seed | " + " | ".join(f"{k} SFT -> PPO (delta)" for k in METRICS) + " |")
+    print("|---|" + "---:|" * len(METRICS))
+    for seed, r in results["seeds"].items():
+        print(f"| {seed} | " + " | ".join(f"{r['sft'][k]:.1f} -> {r['ppo'][k]:.1f} ({r['delta'][k]:+.1f})"
+                                       for k in METRICS) + " |")
+    print("| mean ± std of the delta | " + " | ".join(
+        f"{results['over_seeds'][k]['mean']:+.1f} ± {results['over_seeds'][k]['std']:.1f}" for k in METRICS) + " |")
+    print(f"\nwritten to {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
