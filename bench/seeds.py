@@ -9,7 +9,9 @@ SFT initialisation and data order, the RM's samples and PPO), then evaluate.py o
 (3 sampled runs, the evaluation's own seed fixed, the eval split the same for every seed). A stage whose
 summary.json exists is skipped; a stage that was killed is continued with --resume. Prints how long each
 stage took, then per seed the SFT and PPO means of every metric and the deltas, and over seeds the mean and
-sample standard deviation of each delta; writes all of it to bench/results/<name>.json.
+sample standard deviation of each delta; per seed also the SFT eval loss, the RM's held-out pair accuracy and
+how many of the SFT model's greedy programs for the first 10 eval instructions call the right API with the
+right arguments. Writes all of it to bench/results/<name>.json.
 """
 
 from __future__ import annotations
@@ -75,14 +77,19 @@ def main() -> None:
                                                        "--rm", str(run / "rm"), *shlex.split(a.ppo_args)], log),
             "eval": stage("evaluate.py", run / "eval", ["--models", f"{run / 'sft'},{run / 'ppo'}",
                                                         "--runs", str(a.runs)], log),
+            # what a new user sees first: the SFT model's greedy programs for the first 10 eval instructions
+            "greedy10": stage("evaluate.py", run / "greedy10", ["--models", str(run / "sft"), "--greedy",
+                                                                "--limit", "10"], log),
         }
+        greedy = json.loads((run / "greedy10" / "summary.json").read_text())["results"]["sft"][0]
         report = json.loads((run / "eval" / "summary.json").read_text())["results"]
         sft, ppo = means(report["sft"]), means(report["ppo"])
         results["seeds"][seed] = {"sft": sft, "ppo": ppo, "delta": {k: ppo[k] - sft[k] for k in METRICS},
                                   "seconds": t,
                                   "rm_heldout_pair_accuracy": json.loads((run / "rm" / "summary.json").read_text())[
                                       "heldout_pair_accuracy"],
-                                  "sft_eval_loss": json.loads((run / "sft" / "summary.json").read_text())["eval_loss"]}
+                                  "sft_eval_loss": json.loads((run / "sft" / "summary.json").read_text())["eval_loss"],
+                                  "sft_greedy_right_of_10": round(10 * greedy["args_match"])}
     deltas = [r["delta"] for r in results["seeds"].values()]
     results["over_seeds"] = {k: {"mean": statistics.mean(d[k] for d in deltas),
                                  "std": statistics.stdev(d[k] for d in deltas) if len(deltas) > 1 else 0.0}
@@ -98,6 +105,10 @@ def main() -> None:
                                        for k in METRICS) + " |")
     print("| mean ± std of the delta | " + " | ".join(
         f"{results['over_seeds'][k]['mean']:+.1f} ± {results['over_seeds'][k]['std']:.1f}" for k in METRICS) + " |")
+    print("\n| seed | SFT eval loss | RM held-out pair accuracy | SFT greedy programs right (API + arguments), of 10 |")
+    print("|---|---:|---:|---:|")
+    for seed, r in results["seeds"].items():
+        print(f"| {seed} | {r['sft_eval_loss']:.4f} | {r['rm_heldout_pair_accuracy']:.3f} | {r['sft_greedy_right_of_10']} |")
     print(f"\nwritten to {path.relative_to(ROOT)}")
 
 

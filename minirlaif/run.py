@@ -6,7 +6,7 @@
     logger, bar = run.logger(start), run.progress(start, total_steps, "sft")   # metrics.jsonl, args.json
     for step in bar:
         ...                                          # the algorithm
-        run.end_step(step + 1, total_steps, save_model, {"optimizer": ..., "step": step + 1})
+        run.end_step(step + 1, total_steps, save_model, {"optimizer": ..., "scheduler": ...})
     run.finish(save_model, summary)                  # model/, summary.json, teardown
 
 What each piece guarantees:
