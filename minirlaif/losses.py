@@ -261,3 +261,60 @@ def pointwise_bce_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """mean of -[y log sigma(z) + (1 - y) log(1 - sigma(z))], labels y in {0, 1} (or soft, in [0, 1])."""
     _same_shape(logits, labels)
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+# --------------------------------------------------------------------------------------------------
+# beyond PPO: the same preferences and scores used without a critic (issue 17)
+
+
+def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
+             ref_rejected_logps: Tensor, beta: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Direct preference optimisation (Rafailov et al. 2023): the Bradley-Terry loss of the implicit reward
+    r(x, y) = beta (log pi(y|x) - log pi_ref(y|x)), with no reward model and no sampling:
+
+        L = mean over pairs of -log sigma( beta [(log pi(y_c) - log pi_ref(y_c)) - (log pi(y_r) - log pi_ref(y_r))] )
+
+    Inputs (N,): each response's summed log-probs under the policy (with grad) and the frozen reference.
+    Stats (detached): reward_chosen / reward_rejected (mean implicit rewards), accuracy (pairs where the
+    chosen one's implicit reward is higher), margin (mean reward_chosen - reward_rejected).
+    """
+    _same_shape(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    reward_chosen = beta * (policy_chosen_logps - ref_chosen_logps)  # (N,)
+    reward_rejected = beta * (policy_rejected_logps - ref_rejected_logps)  # (N,)
+    loss = -F.logsigmoid(reward_chosen - reward_rejected).mean()
+    with torch.no_grad():
+        stats = {"reward_chosen": reward_chosen.mean(), "reward_rejected": reward_rejected.mean(),
+                 "accuracy": (reward_chosen > reward_rejected).float().mean(),
+                 "margin": (reward_chosen - reward_rejected).mean()}
+    return loss, stats
+
+
+def _groups(scores: Tensor, group_size: int) -> Tensor:
+    """(B,) scores in consecutive groups of `group_size` (the k samples of one prompt) -> (B / k, k)."""
+    if scores.dim() != 1 or group_size < 1 or scores.shape[0] % group_size:
+        raise ValueError(f"expected scores (B,) with B a multiple of group_size {group_size}, got {tuple(scores.shape)}")
+    return scores.view(-1, group_size)
+
+
+def group_advantages(scores: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
+    """GRPO (Shao et al. 2024): each sample's score against the other samples of its prompt, no critic:
+
+        A_i = (r_i - mean_g(r)) / (std_g(r) + eps)        (std: unbiased, over the k samples of group g)
+
+    scores (B,) ordered in consecutive groups of k -> A (B,). A group whose k samples scored alike gets
+    A = 0 (nothing to learn from it). One advantage per response: every token of it shares it."""
+    g = _groups(scores, group_size)  # (B / k, k)
+    return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).reshape(-1)
+
+
+def rloo_advantages(scores: Tensor, group_size: int) -> Tensor:
+    """RLOO (Ahmadian et al. 2024): REINFORCE with the leave-one-out mean of the other k - 1 samples of the
+    same prompt as the baseline, no critic:
+
+        A_i = r_i - 1 / (k - 1) * sum_{j != i} r_j         (= k / (k - 1) * (r_i - mean_g(r)))
+
+    scores (B,) ordered in consecutive groups of k >= 2 -> A (B,)."""
+    if group_size < 2:
+        raise ValueError(f"RLOO needs at least 2 samples per prompt, got group_size {group_size}")
+    g = _groups(scores, group_size)  # (B / k, k)
+    return (g - (g.sum(1, keepdim=True) - g) / (group_size - 1)).reshape(-1)
