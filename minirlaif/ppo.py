@@ -134,7 +134,7 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     distributed.minibatches gives each rank its rows of every minibatch and the loss weight that makes DDP's
     mean the whole minibatch's gradient. In one process it gives every minibatch whole, with weight 1.
     """
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     n_updates = 0
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(batch.tokens.shape[0], generator=generator)
@@ -157,11 +157,11 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
             optimizer.step()
             step_stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy, "grad_norm": grad_norm,
                           **pg_stats, **vf_stats}
-            for k, v in step_stats.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * weight
+            for k, v in step_stats.items():  # summed in float64 on the device: no wait for it in the step
+                sums[k] = sums.get(k, 0.0) + v.detach().double() * weight
             n_updates += 1
-    sums = dict(zip(sums, distributed.all_reduce_mean(list(sums.values()))))  # token-weighted over ranks
-    return {k: v / max(n_updates, 1) for k, v in sums.items()}
+    totals = distributed.all_reduce_mean([float(v) for v in sums.values()])  # token-weighted over ranks
+    return {k: v / max(n_updates, 1) for k, v in zip(sums, totals)}
 
 
 def rollout_stats(batch: Rollout, beta: float) -> dict[str, float]:

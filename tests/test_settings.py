@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minirlaif.ppo import PPOConfig
-from minirlaif.settings import DataSettings, RunSettings, SamplingSettings
+from minirlaif.settings import DataSettings, ForwardSettings, RunSettings, SamplingSettings, TrainingSettings
 from minirlaif.utils import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,13 +28,21 @@ def _declared_in(cls: type) -> set[str]:
 
 
 def test_shared_settings_are_inherited_not_redeclared():
-    """A script may change a shared field's default (default_for) but keeps its help and check."""
+    """A script may give a shared field another default only through default_for (the flag's help and check
+    stay the group's); writing `field(...)` again for a shared name in a script fails here."""
+    shared = {f.name for g in (RunSettings, TrainingSettings, ForwardSettings, DataSettings, SamplingSettings)
+              for f in dataclasses.fields(g)} | {f.name for f in dataclasses.fields(PPOConfig)}
     for script, cls in CONFIGS.items():
+        (node,) = [n for n in ast.parse((ROOT / script).read_text()).body
+                   if isinstance(n, ast.ClassDef) and n.name == "Config"]
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and stmt.target.id in shared:
+                call = stmt.value
+                assert isinstance(call, ast.Call) and getattr(call.func, "id", "") == "default_for", \
+                    (script, stmt.target.id, stmt.lineno)
         by_name = {f.name: f for f in dataclasses.fields(cls)}
         for group in (RunSettings, DataSettings, SamplingSettings):
-            if not issubclass(cls, group):
-                continue
-            for f in dataclasses.fields(group):
+            for f in dataclasses.fields(group) if issubclass(cls, group) else ():
                 assert dict(by_name[f.name].metadata) == dict(f.metadata), (script, f.name)
     assert {"data", "api_db", "seed", "device", "out"} <= {f.name for f in dataclasses.fields(evaluate.Config)}
 
