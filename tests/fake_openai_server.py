@@ -9,7 +9,8 @@ Failures are scripted: `server.script` is a list of actions consumed one per req
 `server.default` applies). Actions:
     "ok"           a normal answer with logprobs
     "no_logprobs"  a normal answer whose `logprobs` field is null
-    "maybe"        the answer "Maybe" (neither Yes nor No)
+    "maybe"        the answer "Maybe", with Yes and No (odds p : 1-p) further down its top log-probs
+    "off_topic"    the answer "The", with no Yes or No among its top log-probs
     "429"          HTTP 429 with `Retry-After: 0`
     "500"          HTTP 500
     "malformed"    HTTP 200 whose body is not JSON
@@ -18,6 +19,11 @@ Failures are scripted: `server.script` is a list of actions consumed one per req
     "400"          HTTP 400 (a request the server rejects)
     "hang"         never answers (until the server stops); used to freeze a client before a kill
 `hang_after=N` makes every request after the N-th hang, whatever the script says.
+
+A request with `response_format` (the judge's constrained second try) gets the JSON answer
+'{"answer": "Yes"}' token by token, with P(yes) = p at the answer token only (the first token carries
+a misleading Yes/No split, so reading the wrong position is caught); "no_logprobs" and "400" apply to
+it as to any request.
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ class FakeOpenAIServer:
 
     # -- request handling ------------------------------------------------------------------------
 
-    def _next_action(self, auth: str, user_text: str) -> str:
+    def _next_action(self, auth: str, user_text: str, constrained: bool = False) -> str:
         with self._lock:
             if self.api_key is not None and auth != f"Bearer {self.api_key}":
                 action = "401"
@@ -85,33 +91,46 @@ class FakeOpenAIServer:
                 action = self.script.pop(0)
             else:
                 action = self.default
-            self.requests.append({"action": action, "user": user_text, "auth": auth})
+            self.requests.append({"action": action, "user": user_text, "auth": auth, "constrained": constrained})
             return action
 
     def _completion(self, body: dict, action: str) -> dict:
         user_text = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
         p = expected_p_yes(user_text)
-        if action == "maybe":
+        answer = "Yes" if p > 0.5 else "No"
+        n_top = int(body.get("top_logprobs") or 5)
+        if body.get("response_format"):
+            content = json.dumps({"answer": answer})
+            steps = [('{"', [_top('{"', 0.9), _top("Yes", 0.09), _top("No", 0.01)]),
+                     ("answer", [_top("answer", 1.0)]), ('": "', [_top('": "', 1.0)]),
+                     (answer, [_top("Yes", 0.7 * p), _top("No", 0.7 * (1 - p)), _top("The", 0.3)]),
+                     ('"}', [_top('"}', 1.0)])]
+        elif action == "maybe":
             content = "Maybe"
-            top = [_top("Maybe", 0.9), _top("Yes", 0.05), _top("No", 0.05)]
+            steps = [(content, [_top("Maybe", 0.8), _top("Yes", 0.1 * p), _top("No", 0.1 * (1 - p))])]
+        elif action == "off_topic":
+            content = "The"
+            steps = [(content, [_top("The", 0.6), _top("###", 0.2), _top("```", 0.1), _top("I", 0.1)])]
         else:
-            content = "Yes" if p > 0.5 else "No"
+            content = answer
             # Yes/No mass split over case and space variants, as real tokenizers do.
-            top = [_top("Yes", 0.8 * p), _top("No", 0.8 * (1 - p)), _top(" yes", 0.1 * p),
-                   _top(" No", 0.1 * (1 - p)), _top("Maybe", 0.1)]
-            top.sort(key=lambda t: -t["logprob"])
-            top = top[: int(body.get("top_logprobs") or 5)]
+            steps = [(content, [_top("Yes", 0.8 * p), _top("No", 0.8 * (1 - p)), _top(" yes", 0.1 * p),
+                                _top(" No", 0.1 * (1 - p)), _top("Maybe", 0.1)])]
         logprobs = None
         if action != "no_logprobs" and body.get("logprobs"):
-            chosen = next((t for t in top if t["token"] == content), top[0])
-            logprobs = {"content": [{**chosen, "top_logprobs": top}], "refusal": None}
+            positions = []
+            for token, top in steps:
+                top = sorted(top, key=lambda t: -t["logprob"])[:n_top]
+                chosen = next((t for t in top if t["token"] == token), top[0])
+                positions.append({**chosen, "top_logprobs": top})
+            logprobs = {"content": positions, "refusal": None}
         prompt_tokens = len(user_text.split())
         return {
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "logprobs": logprobs, "finish_reason": "length"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1,
-                      "total_tokens": prompt_tokens + 1},
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(steps),
+                      "total_tokens": prompt_tokens + len(steps)},
         }
 
     def _handler_class(self):
@@ -136,7 +155,8 @@ class FakeOpenAIServer:
                     self._send(404, b'{"error": {"message": "not found"}}')
                     return
                 user_text = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
-                action = server._next_action(self.headers.get("Authorization", ""), user_text)
+                action = server._next_action(self.headers.get("Authorization", ""), user_text,
+                                             bool(body.get("response_format")))
                 if action == "hang":
                     server.hanging.set()
                     server._release.wait(60)

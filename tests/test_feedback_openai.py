@@ -99,15 +99,49 @@ def test_missing_logprobs_falls_back_to_the_text_and_says_so():
     assert raw.source == "text" and raw.detail["fallback"] == "no logprobs"
 
 
-def test_maybe_is_retried_then_an_error_never_a_label():
-    with FakeOpenAIServer() as server:
-        server.script = ["maybe"]
-        raw = judge_for(server).ask(query())
-        assert server.count() == 2 and raw.text in ("Yes", "No")
+def test_an_answer_that_starts_with_another_word_is_read_from_its_logprobs():
+    # Small models often begin "Maybe"/"The" while Yes and No hold their mass further down the list.
     with FakeOpenAIServer(default="maybe") as server:
-        with pytest.raises(JudgeError, match="'Maybe' is neither Yes nor No"):
-            judge_for(server, max_retries=3).ask(query())
-        assert server.count() == 4
+        q = query()
+        raw = judge_for(server).ask(q)
+        assert server.count() == 1  # no retry: at temperature 0 the same question gets the same answer
+    p = expected_p_yes(user_text(q))
+    assert raw.p_yes == pytest.approx(p) and raw.text == ("Yes" if p > 0.5 else "No")
+    assert raw.source == "logprobs" and raw.detail["method"] == "top_logprobs" and raw.detail["sampled"] == "Maybe"
+
+
+def test_no_yes_no_among_the_logprobs_asks_again_constrained_and_reads_the_answer_token():
+    with FakeOpenAIServer() as server:
+        server.script = ["off_topic", "ok"]
+        q = query()
+        raw = judge_for(server).ask(q)
+        assert [(r["action"], r["constrained"]) for r in server.requests] == [("off_topic", False), ("ok", True)]
+    p = expected_p_yes(user_text(q))
+    # The server put Yes 0.9 : No 0.1 on the JSON's first token; only the answer token's split counts.
+    assert raw.p_yes == pytest.approx(p) and raw.source == "logprobs" and raw.detail["method"] == "json_schema"
+    assert raw.detail["attempts"] == 2 and raw.detail["sampled"] == "The" and raw.tokens > 0
+
+
+def test_constrained_answer_without_logprobs_is_a_recorded_hard_label():
+    with FakeOpenAIServer() as server:
+        server.script = ["off_topic", "no_logprobs"]
+        q = query()
+        raw = judge_for(server).ask(q)
+    yes = expected_p_yes(user_text(q)) > 0.5
+    assert raw.p_yes == (1.0 if yes else 0.0) and raw.source == "text" and raw.detail["method"] == "text"
+    assert "no Yes/No token among the top logprobs" in raw.detail["fallback"]
+
+
+def test_no_answer_anywhere_is_one_clear_error_never_a_label():
+    with FakeOpenAIServer() as server:  # the server refuses the JSON schema
+        server.script = ["off_topic", "400"]
+        with pytest.raises(JudgeError, match="HTTP 400 to an answer constrained by a JSON schema"):
+            judge_for(server).ask(query())
+    with FakeOpenAIServer(default="off_topic") as server:
+        with pytest.raises(JudgeError, match="the answer 'The' is neither Yes nor No, and no Yes/No token among "
+                                             r"the top logprobs \(constrain=True would"):
+            judge_for(server, constrain=False).ask(query())
+        assert server.count() == 1
 
 
 def test_auth_failure_stops_at_once_and_never_shows_the_key(tmp_path, monkeypatch):

@@ -1,15 +1,29 @@
 """The LLM judge behind any OpenAI-compatible chat-completions server (OpenAI, vLLM, llama.cpp, ...).
 
-One request per question: `max_tokens=1`, `temperature=0`, `logprobs=True, top_logprobs=5`, and
-P(yes) from the top log-probabilities (see `scoring.p_yes_from_logprobs`). The retry policy is ours,
-not the client's (`max_retries=0` on the client), so that it is visible and testable:
+One request per question: `max_tokens=1`, `temperature=0`, `logprobs=True, top_logprobs=20`.
+P(yes) is read from the first answer token's top log-probabilities wherever a variant of Yes or No
+is among them (`scoring.p_yes_from_logprobs`), whatever word the model actually began with: small
+local models often start "The ..." while still giving Yes and No most of their mass. How each answer
+was obtained is recorded in `detail["method"]`:
+
+    "top_logprobs"   Yes/No variants among the top log-probabilities of the free answer
+    "json_schema"    none were: the question is asked again with the answer constrained to
+                     {"answer": "Yes" | "No"} (response_format json_schema), and P(yes) is read at
+                     the answer token (llama.cpp, vLLM and OpenAI report the model's own
+                     probabilities there, before the constraint)
+    "text"           no usable log-probabilities at all: P(yes) is 1 or 0 from the answer text,
+                     with `detail["fallback"]` saying why
+
+The retry policy is ours, not the client's (`max_retries=0` on the client), so that it is visible
+and testable:
 
     429, 408, 409, 5xx, timeouts, connection errors,    -> retry with exponential backoff and jitter,
-    a body that is not a chat completion, an answer          honouring the server's Retry-After
-    that is neither Yes nor No
+    a body that is not a chat completion                     honouring the server's Retry-After
     401 / 403                                           -> JudgeAuthError at once (set OPENAI_API_KEY)
     any other 4xx                                       -> JudgeError at once (the request is wrong)
     retries exhausted                                   -> JudgeError saying what went wrong last
+    no Yes/No in the answer, its log-probs, or the      -> JudgeError (temperature 0: asking the
+    constrained answer                                     same question again gives the same answer)
 
 The API key comes from `api_key` or $OPENAI_API_KEY. It is handed to the client and otherwise only
 used to scrub it out of any text we put in an error message; it never reaches logs or the cache.
@@ -20,6 +34,7 @@ from __future__ import annotations
 import email.utils
 import os
 import random
+import re
 import time
 
 import openai
@@ -29,6 +44,14 @@ from minirlaif.feedback.scoring import p_yes_from_logprobs, yes_or_no
 
 DUMMY_KEY = "EMPTY"  # what local servers get when no key is set: they accept any key
 _RETRY_STATUS = {408, 409, 429}  # plus every 5xx
+# The constrained second request: an object whose only field is the answer, one of two words.
+ANSWER_SCHEMA = {
+    "name": "answer",
+    "strict": True,
+    "schema": {"type": "object", "properties": {"answer": {"type": "string", "enum": ["Yes", "No"]}},
+               "required": ["answer"], "additionalProperties": False},
+}
+_JSON_ANSWER = re.compile(r'"answer"\s*:\s*"(Yes|No)', re.IGNORECASE)
 
 
 class OpenAIJudge(Judge):
@@ -45,13 +68,16 @@ class OpenAIJudge(Judge):
         base_delay: float = 1.0,
         max_delay: float = 60.0,
         timeout_s: float = 60.0,
-        top_logprobs: int = 5,
+        top_logprobs: int = 20,
         price_per_1k: float = 0.0005,
+        constrain: bool = True,
     ):
         """
         model: model name the server knows. base_url: e.g. "http://127.0.0.1:8000/v1" for a local
         server (None: the client's default, api.openai.com). max_retries: retries after the first
         attempt. base_delay / max_delay: backoff is base_delay * 2**k seconds (with jitter), capped.
+        top_logprobs: how many alternatives of the answer token to read (OpenAI allows at most 20).
+        constrain: ask again with the answer constrained (JSON schema) when no Yes/No is among them.
         price_per_1k: USD per 1000 billed tokens, for the cost estimate only (gpt-3.5-turbo input price).
         """
         key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -72,6 +98,7 @@ class OpenAIJudge(Judge):
         self.max_delay = max_delay
         self.top_logprobs = top_logprobs
         self.price_per_1k = price_per_1k
+        self.constrain = constrain
         self._rng = random.Random()
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -87,19 +114,19 @@ class OpenAIJudge(Judge):
         cap = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
         return cap / 2 + self._rng.uniform(0, cap / 2)  # jitter: spread out threads that failed together
 
-    def _request(self, messages: list[dict]):
+    def _request(self, messages: list[dict], constrained: bool):
+        if constrained:  # room for '{"answer": "Yes"}' and a server's whitespace around it
+            extra = {"max_tokens": 24, "response_format": {"type": "json_schema", "json_schema": ANSWER_SCHEMA}}
+        else:
+            extra = {"max_tokens": 1}
         return self._client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            logprobs=True,
-            top_logprobs=self.top_logprobs,
-            max_tokens=1,
-            temperature=0.0,
+            model=self.model, messages=messages, logprobs=True, top_logprobs=self.top_logprobs,
+            temperature=0.0, **extra,
         )
 
-    # -- the interface ---------------------------------------------------------------------------
-
-    def ask(self, query: Query) -> RawAnswer:
+    def _complete(self, query: Query, constrained: bool = False) -> tuple[str, list, int, int]:
+        """(answer text, per-token [(token, top log-probs)], billed tokens, attempts): one completion,
+        after the retries that transport errors and malformed bodies get."""
         tokens = 0
         problem = ""
         retry_after: float | None = None
@@ -108,7 +135,7 @@ class OpenAIJudge(Judge):
                 time.sleep(self._delay(attempt, retry_after))
             retry_after = None
             try:
-                completion = self._request(query.messages)
+                completion = self._request(query.messages, constrained)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
                 raise JudgeAuthError(
                     f"{self.name}: the server refused the API key (HTTP {e.status_code}); "
@@ -119,55 +146,81 @@ class OpenAIJudge(Judge):
                     problem = f"HTTP {e.status_code}: {self._scrub(e.message)}"
                     retry_after = _retry_after(e.response.headers)
                     continue
-                raise JudgeError(f"{self.name}: HTTP {e.status_code}: {self._scrub(e.message)}") from None
+                what = " to an answer constrained by a JSON schema" if constrained else ""
+                raise JudgeError(f"{self.name}: HTTP {e.status_code}{what}: {self._scrub(e.message)}") from None
             except openai.APIConnectionError as e:  # includes APITimeoutError
                 problem = f"{type(e).__name__}: {self._scrub(str(e))}"
                 continue
             except (ValueError, openai.APIResponseValidationError) as e:  # the body was not JSON
                 problem = f"malformed response body ({type(e).__name__})"
                 continue
-
             try:
-                text, top, used = _parse_completion(completion)
+                text, positions, used = _parse_completion(completion)
             except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
                 problem = f"malformed chat completion ({type(e).__name__}: {self._scrub(str(e))[:200]})"
                 continue
-            tokens += used
-            kind = yes_or_no(text)
-            if kind is None:
-                problem = f"the answer {self._scrub(text)!r} is neither Yes nor No"
-                continue
-
-            answer = "Yes" if kind == "yes" else "No"
-            detail: dict = {"attempts": attempt + 1}
-            p_yes = p_yes_from_logprobs(top) if top else None
-            if top:
-                detail["top_logprobs"] = [[tok, lp] for tok, lp in top]
-            if p_yes is None:  # no log-probabilities (or no Yes/No among them): a hard label, recorded
-                detail["fallback"] = "no logprobs" if not top else "no Yes/No token among the top logprobs"
-                return RawAnswer(answer, 1.0 if kind == "yes" else 0.0, "text", tokens, detail)
-            return RawAnswer(answer, p_yes, "logprobs", tokens, detail)
-
+            return text, positions, tokens + used, attempt + 1
         raise JudgeError(
-            f"{self.name}: no valid Yes/No answer to question {query.question.id!r} after "
+            f"{self.name}: no answer to question {query.question.id!r} after "
             f"{self.max_retries + 1} attempts; last problem: {problem}"
         )
 
+    # -- the interface ---------------------------------------------------------------------------
 
-def _parse_completion(completion) -> tuple[str, list[tuple[str, float]] | None, int]:
-    """(answer text, top log-probs of the first answer token or None, billed tokens) of a completion."""
+    def ask(self, query: Query) -> RawAnswer:
+        text, positions, tokens, attempts = self._complete(query)
+        top = positions[0][1] if positions else []
+        detail: dict = {"attempts": attempts, "sampled": self._scrub(text)[:40]}
+        if top:
+            detail["top_logprobs"] = [[tok, lp] for tok, lp in top]
+        p_yes = p_yes_from_logprobs(top) if top else None
+        if p_yes is not None:  # whatever word was sampled: the model's Yes-vs-No odds are right there
+            return _answer(p_yes, "logprobs", tokens, {**detail, "method": "top_logprobs"})
+
+        fallback = "no logprobs" if not positions else "no Yes/No token among the top logprobs"
+        # Constrain when the log-probs had no Yes/No, or when there were none and the text is no answer either.
+        if self.constrain and (positions or yes_or_no(text) is None):
+            c_text, c_positions, c_tokens, c_attempts = self._complete(query, constrained=True)
+            tokens += c_tokens
+            detail.update(attempts=attempts + c_attempts, constrained=self._scrub(c_text)[:60])
+            # P(yes) where the answer word is: the first generated token that is itself Yes or No.
+            at = next((t for tok, t in c_positions if yes_or_no(tok) is not None), None)
+            p_yes = p_yes_from_logprobs(at) if at else None
+            if p_yes is not None:
+                detail["top_logprobs"] = [[tok, lp] for tok, lp in at]
+                return _answer(p_yes, "logprobs", tokens, {**detail, "method": "json_schema"})
+            match = _JSON_ANSWER.search(c_text)
+            if match:
+                text = match.group(1)
+                fallback += "; constrained answer without logprobs"
+        kind = yes_or_no(text)
+        if kind is None:
+            raise JudgeError(
+                f"{self.name}: no Yes/No answer to question {query.question.id!r}: the answer "
+                f"{self._scrub(text)[:40]!r} is neither Yes nor No, and {fallback}"
+                + ("" if self.constrain else " (constrain=True would ask again with the answer constrained)")
+            )
+        return RawAnswer("Yes" if kind == "yes" else "No", 1.0 if kind == "yes" else 0.0, "text", tokens,
+                         {**detail, "method": "text", "fallback": fallback})
+
+
+def _answer(p_yes: float, source: str, tokens: int, detail: dict) -> RawAnswer:
+    return RawAnswer("Yes" if p_yes >= 0.5 else "No", p_yes, source, tokens, detail)
+
+
+def _parse_completion(completion) -> tuple[str, list[tuple[str, list[tuple[str, float]]]], int]:
+    """(answer text, [(token, its top log-probs)] per generated token ([] without logprobs), billed tokens)."""
     choice = completion.choices[0]
     text = choice.message.content
     if not isinstance(text, str):
         raise TypeError("the message has no text content")
-    top = None
     logprobs = getattr(choice, "logprobs", None)
     content = getattr(logprobs, "content", None) if logprobs is not None else None
-    if content:
-        top = [(str(t.token), float(t.logprob)) for t in (content[0].top_logprobs or [])]
+    positions = [(str(t.token), [(str(u.token), float(u.logprob)) for u in (t.top_logprobs or [])])
+                 for t in content or []]
     usage = getattr(completion, "usage", None)
     used = int(getattr(usage, "total_tokens", 0) or 0) if usage is not None else 0
-    return text, top, used
+    return text, positions, used
 
 
 def _retry_after(headers) -> float | None:
