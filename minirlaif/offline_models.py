@@ -112,7 +112,7 @@ def export(name: str, out: str | Path, overwrite: bool = False) -> Path:
     return write_dir_atomic(out, write)
 
 
-def start_server(name: str, port: int = 0, threads: int = 1, ctx: int = 4096):
+def start_server(name: str, port: int = 0, threads: int = 1, ctx: int = 4096, verbose: bool = False):
     """A llama.cpp server (xllamacpp) for catalogue model `name` on 127.0.0.1: (server, base URL "http://.../v1").
 
     port 0 lets the OS pick a free one. One thread: on a shared 2-core machine llama.cpp with 2 threads
@@ -132,6 +132,7 @@ def start_server(name: str, port: int = 0, threads: int = 1, ctx: int = 4096):
     params.n_ctx = ctx
     params.hostnames = ["127.0.0.1"]
     params.port = port
+    params.verbosity = 0 if verbose else -1  # -1: llama.cpp logs nothing (it logs every request)
     server = xllamacpp.Server(params)
     return server, server.listening_address.rstrip("/") + "/v1"
 
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     p_serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free one)")
     p_serve.add_argument("--threads", type=int, default=1, help="llama.cpp threads (1 on a shared 2-core machine)")
     p_serve.add_argument("--ctx", type=int, default=4096, help="context length in tokens")
+    p_serve.add_argument("--verbose", action="store_true", help="llama.cpp's own log (every request) on stderr")
     args = parser.parse_args(argv)
     if args.command == "export":
         out = export(args.name, args.out, args.overwrite)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    server, url = start_server(args.name, args.port, args.threads, args.ctx)
+    server, url = start_server(args.name, args.port, args.threads, args.ctx, args.verbose)
     print(f"serving {args.name} at {url} (model name {args.name!r}); Ctrl-C stops it", flush=True)
     stopped.wait()
     del server

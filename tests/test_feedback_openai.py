@@ -173,6 +173,9 @@ def test_key_from_environment_dummy_for_local_servers(monkeypatch):
         judge.ask(query())
         assert server.requests[0]["auth"] == f"Bearer {DUMMY_KEY}"
     assert "openai:fake-judge" in repr(judge)
+    # The cost shown in the progress bar: OpenAI's price by default, nothing for a server of your own.
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    assert OpenAIJudge(model="gpt-3.5-turbo").price_per_1k == 0.0005 and judge.price_per_1k == 0.0
 
 
 def test_backoff_honours_retry_after_and_grows_with_jitter(monkeypatch):

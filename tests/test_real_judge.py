@@ -165,8 +165,8 @@ def test_hf_judge_on_the_same_weights_agrees_with_the_server(server, tmp_path_fa
     """Same model, two runtimes: llama.cpp computes with the Q4_1 blocks (and 8-bit activations in its
     matmuls), transformers with the dequantized float32 weights; the server's P(yes) is normalised over
     the Yes/No spellings among its top 20 tokens, ours over every single-token spelling. Measured on 200
-    questions (bench/judge_agreement.py): mean |difference| 0.017, max 0.06. Tolerance here: mean 0.04,
-    each 0.1."""
+    questions (bench/judge_agreement.py): mean |difference| 0.024, max 0.087. Tolerance here: mean 0.05,
+    each 0.15 (P(yes) of this model lies in 0.3-0.5, so a wrong template or token set fails it)."""
     from minirlaif.feedback.judges import HFJudge
     from minirlaif.offline_models import export
 
@@ -183,4 +183,4 @@ def test_hf_judge_on_the_same_weights_agrees_with_the_server(server, tmp_path_fa
             a, b = remote.ask(query), hf.ask(query)
             assert a.source == "logprobs" and b.source == "logits"
             diffs.append(abs(a.p_yes - b.p_yes))
-    assert max(diffs) <= 0.1 and sum(diffs) / len(diffs) <= 0.04, diffs
+    assert max(diffs) <= 0.15 and sum(diffs) / len(diffs) <= 0.05, diffs

@@ -69,7 +69,7 @@ class OpenAIJudge(Judge):
         max_delay: float = 60.0,
         timeout_s: float = 60.0,
         top_logprobs: int = 20,
-        price_per_1k: float = 0.0005,
+        price_per_1k: float | None = None,
         constrain: bool = True,
     ):
         """
@@ -78,7 +78,8 @@ class OpenAIJudge(Judge):
         attempt. base_delay / max_delay: backoff is base_delay * 2**k seconds (with jitter), capped.
         top_logprobs: how many alternatives of the answer token to read (OpenAI allows at most 20).
         constrain: ask again with the answer constrained (JSON schema) when no Yes/No is among them.
-        price_per_1k: USD per 1000 billed tokens, for the cost estimate only (gpt-3.5-turbo input price).
+        price_per_1k: USD per 1000 billed tokens, for the cost estimate only (default: gpt-3.5-turbo's input
+        price 0.0005 for OpenAI, 0 with a base_url: a server of your own costs no tokens).
         """
         key = api_key or os.environ.get("OPENAI_API_KEY")
         if not key:
@@ -97,7 +98,7 @@ class OpenAIJudge(Judge):
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.top_logprobs = top_logprobs
-        self.price_per_1k = price_per_1k
+        self.price_per_1k = price_per_1k if price_per_1k is not None else (0.0005 if base_url is None else 0.0)
         self.constrain = constrain
         self._rng = random.Random()
 
