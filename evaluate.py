@@ -3,6 +3,7 @@
     python evaluate.py                          # runs/sft and runs/ppo (those that exist), built-in eval split
     python evaluate.py --models runs/sft,runs/ppo --runs 3 --temperature 0.7
     python evaluate.py --greedy --limit 100
+    python evaluate.py --best-of 4,16           # also: the best of 4 / 16 samples by the reward model runs/rm
     torchrun --nproc_per_node 4 evaluate.py     # each process generates a quarter; rank 0 scores and writes
     python evaluate.py --responses ../shared/gorilla/eval-data/responses/huggingface/response_huggingface_Gorilla_FT_0_shot.jsonl \\
                        --data ../shared/gorilla   # score existing generations, no model needed
@@ -29,6 +30,7 @@ from minirlaif.generation import generate_texts
 from minirlaif.jsonl import write_jsonl_atomic
 from minirlaif.metrics.report import ROWS, score_responses
 from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.reward_model import RewardModel, score_texts
 from minirlaif.settings import DataSettings, RunSettings, SamplingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
 from minirlaif.utils import (field, parse_config, quiet_transformers, set_seed,
@@ -55,9 +57,22 @@ class Config(RunSettings, DataSettings, SamplingSettings):
                      "torchhub, tensorflowhub", choices=["auto", "builtin", "huggingface", "torchhub", "tensorflowhub"])
     workers: int = field(0, "sandbox worker processes (0 = one per CPU core)", type=flags.count)
     timeout: float = field(5.0, "seconds per program in the sandbox", type=flags.float_in(0, 3600, low_open=True))
+    best_of: str = field("", "also evaluate best-of-n: N samples per instruction, the one the reward model --rm "
+                         "scores highest is the answer; comma-separated N's, e.g. 4,16 (one set of max N samples)")
+    rm: str = field("runs/rm", "reward-model run (or model folder) that picks the best of --best-of samples")
+
+    @property
+    def best_of_ns(self) -> list[int]:
+        """--best-of as sorted sample counts ([] when not given; `check` has vetted it)."""
+        return sorted({int(n) for n in self.best_of.split(",") if n.strip()})
 
     def check(self) -> str | None:
         """Flags that are fine alone but not together (argparse reports it in one line)."""
+        try:
+            if any(n < 2 for n in self.best_of_ns):
+                raise ValueError
+        except ValueError:
+            return f"--best-of {self.best_of!r}: give sample counts of 2 or more, comma-separated (e.g. 4,16)"
         tokens = self.batch_size * (self.max_prompt_len + self.max_new_tokens)
         return flags.too_big(f"--batch-size {self.batch_size} (the {tokens:,} tokens of one generation batch)",
                              tokens * flags.ROLLOUT_BYTES_PER_TOKEN)
@@ -105,6 +120,19 @@ def print_table(results: dict[str, list[dict]], exec_mode: str) -> str:
     return table
 
 
+def best_of_n(policy, tokenizer, reward_model, prompts: list[str], ns: list[int], cfg: Config, generator,
+              progress: str | None) -> dict[int, list[str]]:
+    """For each n in `ns`, the response to each prompt that the reward model scores highest among the first n
+    of max(ns) samples (one set of samples serves every n)."""
+    n_max = max(ns)
+    repeated = [p for p in prompts for _ in range(n_max)]  # prompt i's samples are rows i * n_max ...
+    texts = generate_texts(policy, tokenizer, repeated, cfg.max_prompt_len, cfg.max_new_tokens, cfg.temperature,
+                           False, cfg.batch_size, generator, progress=progress)
+    scores = score_texts(reward_model, tokenizer, repeated, texts, cfg.max_prompt_len, cfg.max_new_tokens,
+                         next(policy.parameters()).device).view(len(prompts), n_max)  # (P, n_max)
+    return {n: [texts[i * n_max + int(scores[i, :n].argmax())] for i in range(len(prompts))] for n in ns}
+
+
 def main(cfg: Config) -> dict:
     out = Path(cfg.out)
     if cfg.responses and distributed.launched_rank() != 0:
@@ -136,6 +164,8 @@ def main(cfg: Config) -> dict:
         if not models:
             raise InputError("no model to evaluate: train one (python train_sft.py) or pass --models / --responses")
         runs = 1 if cfg.greedy else cfg.runs
+        ns = cfg.best_of_ns
+        reward_model = RewardModel.from_pretrained(model_dir(cfg.rm)).to(device).eval() if ns else None
         for m in models:
             path = model_dir(m)
             name = Path(m).name if Path(m).name != "model" else Path(m).parent.name
@@ -158,6 +188,24 @@ def main(cfg: Config) -> dict:
                 results[name].append(summary)
                 if run == 0:
                     write_jsonl_atomic(rows, out / f"{name}.examples.jsonl")
+            if ns and reward_model.backbone.config.vocab_size != policy.config.vocab_size:
+                raise InputError(f"{cfg.rm}: reward model vocabulary ({reward_model.backbone.config.vocab_size}) "
+                                 f"differs from {m}'s ({policy.config.vocab_size}); use an RM trained from its SFT run")
+            for run in range(runs if ns else 0):  # best-of-n: its own samples, so the plain columns stay as they were
+                generator = torch.Generator(device=device).manual_seed(cfg.seed + run + rank * 100003 + 500009)
+                best = best_of_n(policy, tokenizer, reward_model, [format_prompt(r) for r in distributed.shard(records)],
+                                 ns, cfg, generator, f"{name} best-of-{max(ns)} run {run + 1}/{runs}"
+                                 if distributed.is_main() else None)
+                for n in ns:
+                    texts = [t for part in distributed.all_gather_object(best[n]) for t in part]
+                    if not distributed.is_main():
+                        continue
+                    summary, rows = score_responses(texts, [extract_program(t) for t in texts], records,
+                                                    data.api_database, data.hub, exec_mode, cfg.workers or None,
+                                                    cfg.timeout, ours=True)
+                    results.setdefault(f"{name} best-of-{n}", []).append(summary)
+                    if run == 0:
+                        write_jsonl_atomic(rows, out / f"{name}.best-of-{n}.examples.jsonl")
     if not distributed.is_main():
         distributed.cleanup()
         return {}

@@ -6,6 +6,8 @@
     python train_ppo.py --resume             # continue after a kill
     python train_ppo.py --plot               # also draw runs/ppo/curves.png
     torchrun --nproc_per_node 4 train_ppo.py # data parallel: each process samples --rollouts / 4 prompts
+    python train_ppo.py --algo grpo --out runs/grpo    # no critic: 4 samples per prompt, group-normalised scores
+    python train_ppo.py --algo rloo --out runs/rloo    # no critic: leave-one-out baseline (minirlaif/ppo.py)
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings, PPOCo
         if self.rollouts % world or self.minibatch_size % world:
             return (f"--rollouts {self.rollouts} and --minibatch-size {self.minibatch_size} must be multiples of "
                     f"the number of processes ({world})")
+        k = self.samples_per_prompt
+        if k > 1 and self.rollouts % (k * world):
+            return (f"--rollouts {self.rollouts} must be a multiple of --group-size {k} x {world} process(es): "
+                    "each process holds whole groups")
+        if self.algo != "ppo" and k < 2:
+            return f"--algo {self.algo} compares the samples of one prompt: use --group-size 2 or more"
         if self.minibatch_size > self.rollouts:
             return f"--minibatch-size {self.minibatch_size} is larger than --rollouts {self.rollouts}"
         if self.gen_batch_size > self.rollouts:
@@ -179,7 +187,9 @@ def main(cfg: Config) -> dict:
     policy.eval()  # dropout off during RL: rollout and update see the same network
     if cfg.grad_checkpointing:
         policy.gradient_checkpointing_enable()
-    model = distributed.ddp(torch.compile(policy) if cfg.compile else policy, device)  # the update's forward
+    # the update's forward; without a critic (grpo, rloo) the value head gets no gradient
+    model = distributed.ddp(torch.compile(policy) if cfg.compile else policy, device,
+                            find_unused_parameters=cfg.algo != "ppo")
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.adaptive_kl else FixedKLController(cfg.kl_coef)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + run.rank * 100003)  # sampling: a seed per rank
@@ -204,14 +214,17 @@ def main(cfg: Config) -> dict:
     for it in bar:
         t0 = time.time()
         # the global batch of prompts; each rank samples its slice, then every rank holds all the rollouts
-        ids, mask = pad_right(distributed.shard(prompt_batch(it, prompts, cfg.rollouts, cfg.seed)), tokenizer.pad_id, device)
+        # (grpo / rloo: --rollouts / k prompts, each k times in a row: a group)
+        k = cfg.samples_per_prompt
+        group_prompts = [p for p in prompt_batch(it, prompts, cfg.rollouts // k, cfg.seed) for _ in range(k)]
+        ids, mask = pad_right(distributed.shard(group_prompts), tokenizer.pad_id, device)
         batch = rollout(policy, ref_policy, reward_model, ids, mask, kl_ctl.value, cfg,
                         tokenizer.eos_id, tokenizer.pad_id, generator)
         batch = distributed.all_gather_fields(batch, {"prompt_ids": tokenizer.pad_id, "tokens": tokenizer.pad_id})
         t_rollout = time.time() - t0
-        stats = rollout_stats(batch, kl_ctl.value)
+        stats = rollout_stats(batch, kl_ctl.value, critic=cfg.algo == "ppo")
         with policy.checkpointing_in_eval_mode():  # a no-op without --grad-checkpointing
-            stats.update(update(model, optimizer, batch, cfg, shuffle_gen))
+            stats.update(update(model, optimizer, batch, cfg, shuffle_gen, beta=kl_ctl.value))
         stop_if_diverged(stats, it, cfg, run.out)
         kl_ctl.update(stats["kl"], cfg.rollouts)
         seconds = time.time() - t0

@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 
 from minirlaif import distributed, flags
-from minirlaif.batching import pad_right
 from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
@@ -40,7 +39,7 @@ from minirlaif.jsonl import read_jsonl
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
 from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.progress import progress_bar
-from minirlaif.reward_model import RewardModel
+from minirlaif.reward_model import RewardModel, encode_texts, score_texts
 from minirlaif.run import Run
 from minirlaif.settings import DataSettings, RunSettings, SamplingSettings, TrainingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
@@ -165,13 +164,6 @@ def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str,
 
 
 # ---- stage 4: reward model --------------------------------------------------------------------------
-def encode_batch(tokenizer, prompts: list[str], responses: list[str], cfg: Config, device):
-    src, src_mask = pad_right([tokenizer(p, cfg.max_prompt_len) for p in prompts], tokenizer.pad_id, device)
-    # A response is scored with its EOS, as the policy emits it.
-    tgt, tgt_mask = pad_right([tokenizer(r, cfg.max_new_tokens) for r in responses], tokenizer.pad_id, device)
-    return src, src_mask, tgt, tgt_mask
-
-
 def batch_loss(model, tokenizer, batch: list[tuple], cfg: Config, device) -> tuple[torch.Tensor, float]:
     """The reward model's loss and accuracy on a batch: Bradley-Terry on (prompt, chosen, rejected)
     triples, or pointwise BCE on (prompt, response, label) with --rm-loss bce. Raw rewards (no
@@ -182,7 +174,8 @@ def batch_loss(model, tokenizer, batch: list[tuple], cfg: Config, device) -> tup
     else:
         prompts_, responses_ = [b[0] for b in batch], [b[1] for b in batch]
     with autocast(device):
-        r = model(*encode_batch(tokenizer, prompts_, responses_, cfg, device), normalise=False).float()
+        r = model(*encode_texts(tokenizer, prompts_, responses_, cfg.max_prompt_len, cfg.max_new_tokens, device),
+                  normalise=False).float()
     if cfg.rm_loss == "bt":
         chosen, rejected = r[: len(batch)], r[len(batch):]
         return bradley_terry_loss(chosen, rejected), float(bradley_terry_accuracy(chosen, rejected))
@@ -190,14 +183,8 @@ def batch_loss(model, tokenizer, batch: list[tuple], cfg: Config, device) -> tup
     return pointwise_bce_loss(r, labels), float(((r > 0).float() == labels).float().mean())
 
 
-def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, raw=False, batch=64) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(prompts), batch):
-            args = encode_batch(tokenizer, prompts[s : s + batch], responses[s : s + batch], cfg, device)
-            with autocast(device):
-                out.append((model.raw_reward(*args) if raw else model(*args)).float())
-    return torch.cat(out) if out else torch.zeros(0)
+def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, raw=False) -> torch.Tensor:
+    return score_texts(model, tokenizer, prompts, responses, cfg.max_prompt_len, cfg.max_new_tokens, device, raw)
 
 
 def parse_weights(text: str) -> dict[str, float]:

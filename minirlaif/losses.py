@@ -145,6 +145,18 @@ def kl_penalized_rewards(
     return -beta * kl + score_at_last, kl
 
 
+def k3_kl(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """Per-token KL(pi || pi_ref) by the k3 estimator (Schulman 2020), GRPO's KL term (Shao et al. 2024):
+
+        kl_t = exp(log pi_ref(y_t) - log pi(y_t)) - (log pi_ref(y_t) - log pi(y_t)) - 1      (>= 0)
+
+    Unbiased for y_t ~ pi, never negative (unlike k1 = log pi - log pi_ref), and differentiable in log pi:
+    GRPO puts it in the loss, not in the reward. (B, T) inputs -> (B, T), 0 at padding."""
+    _same_shape(logprobs, ref_logprobs, mask)
+    d = ref_logprobs - logprobs  # (B, T)
+    return _zero_pad(torch.exp(d) - d - 1.0, mask.bool())
+
+
 def sequence_kl(kl: Tensor, mask: Tensor) -> Tensor:
     """The KL of each whole response, sum_t m_t kl_t (B,): its batch mean is what the adaptive controller's
     target (e.g. 6 nats) refers to, as in Ziegler et al. and TRL's `objective/kl`."""

@@ -7,6 +7,13 @@ rollout():  x -> sample y ~ pi_old (log pi_old, V_old recorded while sampling)
 update():   for each epoch, for each shuffled minibatch:
                loss = L_clip(pi) + vf_coef * L_V(V) - ent_coef * H(pi)     (losses.py)
 
+--algo grpo / rloo keep the rollout and the clipped update but drop the critic: k samples per prompt
+(consecutive rows), one advantage per response from the other samples of its prompt, shared by its tokens:
+    grpo: A = (s - mean_g s) / (std_g s + eps)  (group_advantages); the KL is a loss term instead of a reward:
+          loss = L_clip + beta * mean_t k3(pi, pi_ref)                                   (Shao et al. 2024)
+    rloo: R = s - beta * sum_t kl_t (the PPO reward summed); A = R - mean of the other k - 1 R's
+          (rloo_advantages); loss = L_clip                                             (Ahmadian et al. 2024)
+
 Every switch is a field of `PPOConfig`. Dropout stays off everywhere (the caller puts all models in
 eval mode), and the same temperature divides the logits when sampling and when training.
 
@@ -27,9 +34,9 @@ import torch
 from minirlaif import distributed, flags
 from minirlaif.batching import cat_padded
 from minirlaif.generation import Samples, sample
-from minirlaif.losses import (check_response_batch, entropy_from_logits, explained_variance, gae,
-                              kl_penalized_rewards, logprobs_from_logits, masked_mean, ppo_policy_loss,
-                              ppo_value_loss, sequence_kl)
+from minirlaif.losses import (check_response_batch, entropy_from_logits, explained_variance, gae, group_advantages,
+                              k3_kl, kl_penalized_rewards, logprobs_from_logits, masked_mean, ppo_policy_loss,
+                              ppo_value_loss, rloo_advantages, sequence_kl)
 from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.reward_model import RewardModel
 from minirlaif.settings import SamplingSettings
@@ -57,6 +64,16 @@ class PPOConfig(SamplingSettings):
     gen_batch_size: int = field(0, "prompts per sampling call (0 = all of this process's rollouts at once)",
                                 type=flags.count)
     max_grad_norm: float = field(1.0, "gradient-norm clip", type=flags.positive_float)
+    algo: str = field("ppo", "ppo (value head + GAE), grpo (group-normalised scores, k3 KL in the loss) or rloo "
+                      "(leave-one-out baseline on score - beta * KL); grpo and rloo train no critic",
+                      choices=["ppo", "grpo", "rloo"])
+    group_size: int = field(4, "grpo/rloo: samples per prompt (--rollouts / group-size prompts per iteration)",
+                            type=flags.positive_int)
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """k: how many consecutive rollouts share one prompt (1 for PPO, which needs no group)."""
+        return 1 if self.algo == "ppo" else self.group_size
 
 
 @dataclass
@@ -115,19 +132,29 @@ def rollout(policy: Seq2SeqPolicy, ref_policy: Seq2SeqPolicy, reward_model: Rewa
     if cfg.whiten_scores and scores.numel() * distributed.get_world_size() > 1:
         mean, std = distributed.mean_std(scores)  # over the global batch: every rank's scores
         scores = (scores - mean) / (std + 1e-8)
-    rewards, kl = kl_penalized_rewards(scores, s.logprobs, ref_logprobs, s.mask, beta)
-    advantages, returns = gae(rewards, s.values, s.mask, cfg.gamma, cfg.lam)
-    if cfg.whiten_advantages:
-        advantages = distributed.masked_whiten(advantages, s.mask)  # = masked_whiten over the global batch
+    if cfg.algo == "ppo":
+        rewards, kl = kl_penalized_rewards(scores, s.logprobs, ref_logprobs, s.mask, beta)
+        advantages, returns = gae(rewards, s.values, s.mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = distributed.masked_whiten(advantages, s.mask)  # = masked_whiten over the global batch
+    else:  # no critic: one advantage per response (its group is on this rank), shared by its tokens
+        rewards, kl = kl_penalized_rewards(scores, s.logprobs, ref_logprobs, s.mask, beta if cfg.algo == "rloo" else 0.0)
+        if cfg.algo == "grpo":
+            per_response = group_advantages(scores, cfg.group_size)  # (B,); its KL is a loss term (update)
+        else:
+            per_response = rloo_advantages(rewards.sum(1), cfg.group_size)  # (B,) on R = s - beta * sum_t kl_t
+        advantages = per_response.unsqueeze(1) * s.mask  # (B, T)
+        returns = s.values  # nothing trains the value head
     return Rollout(prompt_ids, prompt_mask, s.tokens, s.mask, s.logprobs, ref_logprobs, s.values, scores,
                    rm_scores, rewards, kl, advantages, returns, s.finished)
 
 
 def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Rollout, cfg: PPOConfig,
-           generator: torch.Generator | None = None) -> dict[str, float]:
+           generator: torch.Generator | None = None, beta: float = 0.0) -> dict[str, float]:
     """`ppo_epochs` passes of clipped policy + value updates over shuffled minibatches of `batch`:
 
         loss = L_clip + vf_coef * L_V - ent_coef * H     (per minibatch; one optimizer step each)
+        grpo: L_clip + beta * mean_t k3(pi, pi_ref) - ent_coef * H;   rloo: L_clip - ent_coef * H
 
     Returns the mean over steps of each loss and statistic. `model` is the policy, or its DDP / torch.compile
     wrapper; under torchrun `batch` is the global batch (distributed.all_gather_fields) and
@@ -146,16 +173,26 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
                                                              batch.tokens[idx, :width], mask, cfg.temperature)
             pg_loss, pg_stats = ppo_policy_loss(logprobs, batch.logprobs[idx, :width], batch.advantages[idx, :width],
                                                 mask, cfg.clip_eps)
-            vf_loss, vf_stats = ppo_value_loss(values, batch.values[idx, :width], batch.returns[idx, :width],
-                                               mask, cfg.value_clip_eps)
             with torch.set_grad_enabled(cfg.ent_coef != 0):  # only a statistic unless it is in the loss
                 entropy = masked_mean(entropy_from_logits(logits), mask)
-            loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+            if cfg.algo == "ppo":
+                vf_loss, vf_stats = ppo_value_loss(values, batch.values[idx, :width], batch.returns[idx, :width],
+                                                   mask, cfg.value_clip_eps)
+                loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+                term = {"value_loss": vf_loss}
+            elif cfg.algo == "grpo":
+                vf_stats = {}
+                kl_loss = masked_mean(k3_kl(logprobs, batch.ref_logprobs[idx, :width], mask), mask)
+                loss = pg_loss + beta * kl_loss - cfg.ent_coef * entropy
+                term = {"kl_loss": kl_loss}
+            else:  # rloo: the KL is already in the advantages
+                vf_stats, term = {}, {}
+                loss = pg_loss - cfg.ent_coef * entropy
             optimizer.zero_grad(set_to_none=True)
             (loss * weight).backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            step_stats = {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": entropy, "grad_norm": grad_norm,
+            step_stats = {"policy_loss": pg_loss, **term, "entropy": entropy, "grad_norm": grad_norm,
                           **pg_stats, **vf_stats}
             for k, v in step_stats.items():  # summed in float64 on the device: no wait for it in the step
                 sums[k] = sums.get(k, 0.0) + v.detach().double() * weight
@@ -164,9 +201,10 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Roll
     return {k: v / max(n_updates, 1) for k, v in zip(sums, totals)}
 
 
-def rollout_stats(batch: Rollout, beta: float) -> dict[str, float]:
-    """What a reader wants to see each iteration (per-sequence sums for KL and reward)."""
-    return {
+def rollout_stats(batch: Rollout, beta: float, critic: bool = True) -> dict[str, float]:
+    """What a reader wants to see each iteration (per-sequence sums for KL and reward); the value head's
+    explained variance only when it is trained (`critic`, --algo ppo)."""
+    stats = {
         "score": float(batch.scores.mean()),
         "rm_score": float(batch.rm_scores.mean()),
         "reward": float((batch.rewards * batch.mask).sum(1).mean()),
@@ -174,5 +212,7 @@ def rollout_stats(batch: Rollout, beta: float) -> dict[str, float]:
         "beta": beta,
         "response_length": float(batch.mask.sum(1).mean()),
         "finished": float(batch.finished.float().mean()),
-        "explained_variance": explained_variance(batch.values, batch.returns, batch.mask),
     }
+    if critic:
+        stats["explained_variance"] = explained_variance(batch.values, batch.returns, batch.mask)
+    return stats

@@ -123,3 +123,30 @@ class RewardModel(nn.Module):
             model.gain.fill_(gain)
             model.bias.fill_(bias)
         return model
+
+
+# ---- scoring texts ------------------------------------------------------------------------------------
+def encode_texts(tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int, max_new_tokens: int,
+                 device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prompt ids (B, S), mask, response ids (B, T), mask), right-padded. A response is encoded with its
+    EOS, as the policy emits it."""
+    from minirlaif.batching import pad_right
+
+    src, src_mask = pad_right([tokenizer(p, max_prompt_len) for p in prompts], tokenizer.pad_id, device)
+    tgt, tgt_mask = pad_right([tokenizer(r, max_new_tokens) for r in responses], tokenizer.pad_id, device)
+    return src, src_mask, tgt, tgt_mask
+
+
+@torch.no_grad()
+def score_texts(model: RewardModel, tokenizer, prompts: list[str], responses: list[str], max_prompt_len: int,
+                max_new_tokens: int, device, raw: bool = False, batch: int = 64) -> torch.Tensor:
+    """The reward (B,) of each (prompt, response) text pair (the raw reward with raw=True), `batch` at a time."""
+    from minirlaif.policy import autocast
+
+    out = []
+    for s in range(0, len(prompts), batch):
+        args = encode_texts(tokenizer, prompts[s : s + batch], responses[s : s + batch], max_prompt_len,
+                            max_new_tokens, device)
+        with autocast(device):
+            out.append((model.raw_reward(*args) if raw else model(*args)).float())
+    return torch.cat(out) if out else torch.zeros(0)

@@ -301,6 +301,13 @@ def test_rm_ppo_and_evaluate_run_under_torchrun(tiny_init):
     assert any(not torch.equal(v, weights(base / "ppo")[k]) for k, v in load_file(
         str(base / "init" / "model.safetensors")).items())
 
+    # without a critic: groups of 2 stay on one rank (4 rollouts each), the unused value head does not stall DDP
+    grpo = torchrun("train_ppo.py", *data_args(tiny), "--sft", base / "init", "--rm", base / "rm2", "--out",
+                    base / "grpo", "--iterations", "1", "--rollouts", "8", "--minibatch-size", "4", "--ppo-epochs", "1",
+                    "--max-new-tokens", "12", "--algo", "grpo", "--group-size", "2")
+    assert grpo.returncode == 0, grpo.stderr[-3000:]
+    assert "kl_loss" in json.loads((base / "grpo" / "metrics.jsonl").read_text().splitlines()[0])
+
     ev = torchrun("evaluate.py", *data_args(tiny), "--models", base / "ppo", "--runs", "1", "--limit", "6",
                   "--max-new-tokens", "12", "--exec-mode", "static", "--out", base / "eval")
     assert ev.returncode == 0, ev.stderr[-3000:]

@@ -109,3 +109,44 @@ def test_torchhub_columns_of_a_model_that_writes_bare_programs(sft_run, tmp_path
     rows = [json.loads(line) for line in open(tmp_path / "eval" / "sft.examples.jsonl")]
     assert [r["matched_api"] for r in rows] == ["resnet18", "yolov5s", None]
     assert [r["response"] for r in rows] == programs  # the record keeps what the model wrote
+
+
+def test_best_of_n_answers_with_the_samples_the_reward_model_scores_highest(sft_run, tmp_path):
+    """Best-of-n through evaluate.main: each chosen response is, among the first n of the same N samples, the
+    one that a plain forward pass of the reward model scores highest (recomputed here sample by sample)."""
+    import torch
+
+    from minirlaif.data.prompts import format_prompt
+    from minirlaif.generation import generate_texts
+    from minirlaif.policy import Seq2SeqPolicy
+    from minirlaif.reward_model import RewardModel, encode_texts
+    from minirlaif.tokenizer import load_tokenizer
+
+    base, tiny = sft_run
+    rm = RewardModel.from_pretrained(base / "sft" / "model", "mean")
+    torch.manual_seed(0)
+    torch.nn.init.normal_(rm.head.weight, std=1.0)  # a head that tells samples apart
+    rm.save_pretrained(tmp_path / "rm" / "model")
+    cfg = evaluate.parse_config(evaluate.Config, "", [
+        "--models", str(base / "sft"), "--rm", str(tmp_path / "rm"), "--best-of", "3,6", "--data", str(tiny["train"]),
+        "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]), "--hub", "builtin", "--runs", "1",
+        "--limit", "8", "--exec-mode", "static", "--out", str(tmp_path / "eval"), "--device", "cpu"])
+    report = evaluate.main(cfg)
+    assert list(report["results"]) == ["sft", "sft best-of-3", "sft best-of-6"]
+
+    policy, tokenizer = Seq2SeqPolicy.from_pretrained(base / "sft" / "model").eval(), load_tokenizer(base / "sft" / "model")
+    prompts = [format_prompt(r) for r in load_apibench(tiny["eval"])[:8]]
+    samples = generate_texts(policy, tokenizer, [p for p in prompts for _ in range(6)], cfg.max_prompt_len,
+                             cfg.max_new_tokens, cfg.temperature, False, cfg.batch_size,
+                             torch.Generator().manual_seed(cfg.seed + 500009))  # the run's best-of seed
+    picked_any_later = False
+    for n in (3, 6):
+        chosen = [json.loads(line)["response"] for line in open(tmp_path / "eval" / f"sft.best-of-{n}.examples.jsonl")]
+        for i, prompt in enumerate(prompts):
+            mine = samples[6 * i : 6 * i + n]
+            with torch.no_grad():
+                scores = [float(rm(*encode_texts(tokenizer, [prompt], [t], cfg.max_prompt_len, cfg.max_new_tokens, "cpu")))
+                          for t in mine]
+            assert chosen[i] == mine[max(range(n), key=scores.__getitem__)], (n, i, scores)
+            picked_any_later |= chosen[i] != mine[0]
+    assert picked_any_later  # the choice is not simply the first sample

@@ -112,6 +112,42 @@ def test_train_ppo_kill_and_resume_equals_uninterrupted(sft_and_rm, tmp_path):
     assert any(not torch.equal(s[k], a[k]) for k in a)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_train_ppo_without_a_critic_trains_resumes_and_leaves_the_value_head(sft_and_rm, tmp_path, algo):
+    """--algo grpo / rloo end to end: killed after iteration 3 and resumed, it equals the uninterrupted run; the
+    value head is never trained; the log has no critic statistics (and GRPO's k3 KL term)."""
+    base, tiny = sft_and_rm
+    args = ("--algo", algo, "--group-size", "4")
+    full = run_ppo(base, tiny, tmp_path / "full", *args)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", env={"MINIRLAIF_KILL_AT_STEP": "3"})
+    assert killed.returncode == -9
+    resumed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = [[json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")] for run in ("full", "k")]
+    assert [(r["iteration"], r["score"], r["kl"]) for r in rows[0]] == [(r["iteration"], r["score"], r["kl"]) for r in rows[1]]
+    assert all("value_loss" not in r and "explained_variance" not in r for r in rows[0])
+    assert all(("kl_loss" in r) == (algo == "grpo") for r in rows[0])
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "k" / "model" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    s = load_file(str(base / "sft" / "model" / "model.safetensors"))
+    assert any(not torch.equal(s[k], a[k]) for k in a)  # it trained
+    v_sft = load_file(str(base / "sft" / "model" / "value_head.safetensors"))
+    v = load_file(str(tmp_path / "full" / "model" / "value_head.safetensors"))
+    assert all(torch.equal(v[k], v_sft[k]) for k in v)  # no critic: the value head is the SFT run's
+
+
+def test_group_settings_that_do_not_fit_are_one_line_errors(sft_and_rm, tmp_path):
+    base, tiny = sft_and_rm
+    for extra, message in [(("--algo", "grpo", "--group-size", "3"), "--rollouts 8 must be a multiple of --group-size 3"),
+                           (("--algo", "rloo", "--group-size", "1"), "--algo rloo compares the samples of one prompt")]:
+        r = run_ppo(base, tiny, tmp_path / "x", *extra)
+        assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1], r.stderr[-2000:]
+        assert not (tmp_path / "x").exists()
+
+
 # ---- the KL controllers (train_ppo.py) ----------------------------------------------------------------
 def test_adaptive_kl_controller_sequence_by_hand():
     ctl = train_ppo.AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)

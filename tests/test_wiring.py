@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 
 from minirlaif.ppo import PPOConfig, rollout, update
@@ -135,6 +136,72 @@ def test_ppo_rollout_and_update_equal_a_hand_built_iteration():
         assert torch.allclose(got, want, atol=1e-6), f"{name}: max diff {(got - want).abs().max()}"
     moved = max((p - q).abs().max().item() for p, q in zip(policy.parameters(), before.parameters()))
     assert moved > 1e-4  # the step did something, so the comparison above means something
+
+
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_grpo_and_rloo_rollout_and_update_equal_a_hand_built_iteration(algo):
+    """No critic: k = 3 samples of each of 2 prompts; one advantage per response from its own group only
+    (GRPO: normalised score; RLOO: leave-one-out on score - beta * sum KL); GRPO adds beta * k3 KL to the loss."""
+    policy, ref, rm = _models()
+    ids6, mask6 = _prompts()
+    k = 3
+    ids, mask = ids6[:2].repeat_interleave(k, dim=0), mask6[:2].repeat_interleave(k, dim=0)  # rows 0-2: prompt 0
+    beta = 0.3
+    cfg = PPOConfig(temperature=2.0, max_new_tokens=10, missing_eos_penalty=-1.5, clip_eps=0.2, ent_coef=0.01,
+                    ppo_epochs=1, minibatch_size=6, max_grad_norm=1e9, algo=algo, group_size=k, vf_coef=0.5)
+    before = copy.deepcopy(policy)
+    batch = rollout(policy, ref, rm, ids, mask, beta, cfg, EOS, PAD, generator=torch.Generator().manual_seed(1))
+    tokens, m = batch.tokens, batch.mask.bool()
+    B, T = tokens.shape
+    lengths = m.sum(1).tolist()
+    with torch.no_grad():
+        logp, _, _ = _plain_forward(before, ids, mask, tokens, cfg.temperature)
+        ref_logp, _, _ = _plain_forward(ref, ids, mask, tokens, cfg.temperature)
+        rm_score = rm(ids, mask, tokens, batch.mask)
+    finished = [EOS in tokens[b, :lengths[b]].tolist() for b in range(B)]
+    scores = [float(rm_score[b]) if finished[b] else cfg.missing_eos_penalty for b in range(B)]
+    kl_sum = [sum(float(logp[b, t]) - float(ref_logp[b, t]) for t in range(lengths[b])) for b in range(B)]
+    per_response = []
+    for b in range(B):
+        g = range(b // k * k, b // k * k + k)  # b's group: the rows of its prompt
+        if algo == "grpo":
+            mean = sum(scores[j] for j in g) / k
+            std = math.sqrt(sum((scores[j] - mean) ** 2 for j in g) / (k - 1))
+            per_response.append((scores[b] - mean) / (std + 1e-4))
+        else:
+            R = [scores[j] - beta * kl_sum[j] for j in g]
+            per_response.append(R[b % k] - (sum(R) - R[b % k]) / (k - 1))
+    assert max(abs(a) for a in per_response) > 0.1, "all-zero advantages would not test anything"
+    A = torch.tensor([[per_response[b] if t < lengths[b] else 0.0 for t in range(T)] for b in range(B)],
+                     dtype=torch.float64)
+    assert torch.allclose(batch.advantages.double(), A, atol=1e-5), (batch.advantages, A)
+
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.1)
+    stats = update(policy, optimizer, batch, cfg, generator=torch.Generator().manual_seed(0), beta=beta)
+    hand = copy.deepcopy(before)
+    new_logp, _, logits = _plain_forward(hand, ids, mask, tokens, cfg.temperature)
+    ratio = torch.exp(new_logp.double() - batch.logprobs.double())
+    surrogate = torch.maximum(-A * ratio, -A * ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps))
+    probs = torch.softmax(logits.double(), dim=-1)
+    entropy = -(probs * torch.log_softmax(logits.double(), dim=-1)).sum(-1)
+    n = m.sum()
+    loss = (surrogate * m).sum() / n - cfg.ent_coef * (entropy * m).sum() / n
+    if algo == "grpo":  # k3 = exp(ref - logp) - (ref - logp) - 1, against the frozen reference
+        d = batch.ref_logprobs.double() - new_logp.double()
+        kl3 = ((torch.exp(d) - d - 1) * m).sum() / n
+        loss = loss + beta * kl3
+        assert math.isclose(stats["kl_loss"], kl3.item(), abs_tol=1e-6)
+    else:
+        assert "kl_loss" not in stats
+    assert "value_loss" not in stats  # no critic is trained
+    loss.backward()
+    with torch.no_grad():
+        for p in hand.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    for (name, got), want in zip(policy.named_parameters(), hand.parameters()):
+        assert torch.allclose(got, want, atol=1e-6), f"{name}: max diff {(got - want).abs().max()}"
+    assert torch.equal(policy.value_head.weight, before.value_head.weight)  # untouched without a critic
 
 
 def test_sft_loss_reads_only_the_target_tokens():
