@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from minirlaif import distributed, flags
+from minirlaif.batching import epoch_batch
 from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
@@ -262,13 +263,6 @@ def training_examples(train_pairs, train_samples, cfg: Config, world: int) -> tu
     return examples, steps_per_epoch
 
 
-def batch_indices(step: int, steps_per_epoch: int, n: int, cfg: Config, world: int) -> list[int]:
-    """The examples of step `step`'s global batch: a fresh seeded permutation every epoch."""
-    epoch, pos = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 31 + epoch)).tolist()
-    return perm[pos * cfg.batch_size * world : (pos + 1) * cfg.batch_size * world]
-
-
 def main(cfg: Config) -> dict:
     weights = parse_weights(cfg.weights)  # a bad --weights or --sft fails before any work
     sft = model_dir(cfg.sft)
@@ -313,7 +307,7 @@ def main(cfg: Config) -> dict:
 
     bar = run.progress(start, total_steps, f"reward model ({cfg.rm_loss})")
     for step in bar:
-        batch = [examples[i] for i in distributed.shard(batch_indices(step, steps_per_epoch, len(examples), cfg, world))]
+        batch = [examples[i] for i in distributed.shard(epoch_batch(step, steps_per_epoch, len(examples), cfg.batch_size * world, cfg.seed))]
         loss, acc = batch_loss(train_model, tokenizer, batch, cfg, device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

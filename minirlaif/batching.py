@@ -30,3 +30,11 @@ def chunks(items: Sequence, size: int):
     """Consecutive slices of `items` of length `size` (the last may be shorter)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def epoch_batch(step: int, steps_per_epoch: int, n: int, global_batch: int, seed: int) -> list[int]:
+    """The example indices of optimizer step `step`: consecutive `global_batch`-slices of a fresh seeded
+    permutation of range(n) every epoch (so a resumed run sees exactly the batches an uninterrupted one would)."""
+    epoch, pos = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 31 + epoch)).tolist()
+    return perm[pos * global_batch : (pos + 1) * global_batch]

@@ -257,6 +257,34 @@ def test_sft_two_processes_match_one_with_the_same_global_batch(tiny_init):
 
 
 @pytest.mark.slow
+def test_dpo_two_processes_match_one_with_the_same_global_batch(tiny_init):
+    base, tiny = tiny_init
+    records = load_apibench(tiny["train"])
+    rm = base / "dpo_pairs"
+    rm.mkdir(exist_ok=True)
+    pairs = [{"prompt": format_prompt(r), "chosen": format_target(r), "rejected": format_target(r)[:15],
+              "chosen_score": 1.0, "rejected_score": 0.0} for r in records[:24]]
+    (rm / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[:16]))
+    (rm / "heldout_pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[16:]))
+    common = [*data_args(tiny), "--sft", base / "init", "--rm", rm, "--epochs", "2", "--lr", "1e-3",
+              "--max-new-tokens", "32"]
+    one = python("train_dpo.py", *common, "--batch-size", "8", "--out", base / "dpo1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun("train_dpo.py", *common, "--batch-size", "4", "--out", base / "dpo2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = weights(base / "dpo1"), weights(base / "dpo2")
+    # Adam moves a weight by about lr = 1e-3 per step whatever its gradient's size, so a gradient component
+    # within float noise of 0 can differ by a little; a wrong split of the global batch differs by ~lr.
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4, rtol=0), (k, (a[k] - b[k]).abs().max())
+    assert any(not torch.equal(v, load_file(str(base / "init" / "model.safetensors"))[k]) for k, v in a.items())
+    rows1, rows2 = ([json.loads(line) for line in open(base / run / "metrics.jsonl")] for run in ("dpo1", "dpo2"))
+    assert len(rows1) == len(rows2) == 4
+    for r1, r2 in zip(rows1, rows2):
+        assert r2["loss"] == pytest.approx(r1["loss"], rel=1e-5) and r2["margin"] == pytest.approx(r1["margin"], abs=1e-5)
+
+
+@pytest.mark.slow
 def test_sft_kill_and_resume_under_torchrun(tiny_init):
     """From scratch (tokenizer trained on rank 0, dropout on): a killed and resumed 2-process run ends with the
     weights of an uninterrupted one, so each rank's random streams were saved and restored."""

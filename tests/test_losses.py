@@ -506,3 +506,17 @@ def test_group_advantages_hand_cases_and_bad_shapes():
         group_advantages(torch.zeros(5), 2)
     with pytest.raises(ValueError, match="at least 2"):
         rloo_advantages(torch.zeros(4), 1)
+
+
+def test_k3_kl_by_hand_non_negative_zero_on_padding_and_its_gradient():
+    from minirlaif.losses import k3_kl
+
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -4.0, -9.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -2.0, 0.0], [-0.1, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    got = k3_kl(logp, ref, mask)
+    want = [[math.exp(-0.5) + 0.5 - 1, 0.0, math.exp(0.5) - 0.5 - 1], [math.exp(0.2) - 0.2 - 1, math.exp(3.0) - 3.0 - 1, 0.0]]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-6) and bool((got >= 0).all())
+    got.sum().backward()  # d/d logp of e^(ref - logp) - (ref - logp) - 1 = 1 - e^(ref - logp): pulls logp to ref
+    want_grad = [[1 - math.exp(-0.5), 0.0, 1 - math.exp(0.5)], [1 - math.exp(0.2), 1 - math.exp(3.0), 0.0]]
+    assert torch.allclose(logp.grad, torch.tensor(want_grad), atol=1e-5)
