@@ -1,6 +1,7 @@
 """Step 3: PPO against the reward model, with a per-token KL penalty to the frozen SFT policy.
 
     r_t = -beta (log pi(y_t) - log pi_ref(y_t)) + [t = T] RM(x, y)    ->  GAE  ->  clipped PPO
+    (--reward judge: the judge's score of y in place of RM(x, y), asked online; no reward model)
 
     python train_ppo.py                      # reads runs/sft and runs/rm, writes runs/ppo
     python train_ppo.py --resume             # continue after a kill
@@ -8,6 +9,7 @@
     torchrun --nproc_per_node 4 train_ppo.py # data parallel: each process samples --rollouts / 4 prompts
     python train_ppo.py --algo grpo --out runs/grpo    # no critic: 4 samples per prompt, group-normalised scores
     python train_ppo.py --algo rloo --out runs/rloo    # no critic: leave-one-out baseline (minirlaif/ppo.py)
+    python train_ppo.py --reward judge --whiten-scores --out runs/ppo_judge   # the analyzer judge as the reward
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -25,21 +28,25 @@ from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.data.prompts import format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
+from minirlaif.feedback import FeedbackCache, JudgeError, build_judge, parse_weights
+from minirlaif.feedback.online import JudgeReward
 from minirlaif.policy import Seq2SeqPolicy
 from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from minirlaif.run import Run
-from minirlaif.settings import DataSettings, ForwardSettings, RunSettings, TrainingSettings, default_for
+from minirlaif.settings import DataSettings, ForwardSettings, JudgeSettings, RunSettings, TrainingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
 from minirlaif.utils import field, parse_config
 
 
 @dataclass
-class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings, PPOConfig):
+class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings, PPOConfig, JudgeSettings):
     """train_ppo.py's flags: the shared groups (minirlaif/settings.py), every PPO switch (ppo.PPOConfig), and these."""
 
     sft: str = field("runs/sft", "SFT run folder (or model folder): the initial and the reference policy")
     rm: str = field("runs/rm", "reward-model run folder (or model folder)")
+    reward: str = field("rm", "what scores a rollout: rm (the reward model --rm) or judge (the --judge itself, asked "
+                        "online, answers cached in OUT/feedback; no reward model)", choices=["rm", "judge"])
     out: str = default_for(RunSettings, "out", "runs/ppo")
     save_every: int = default_for(TrainingSettings, "save_every", 5)
     iterations: int = field(80, "rollout + update iterations", type=flags.positive_int)
@@ -140,8 +147,8 @@ def frozen(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def prompt_batch(iteration: int, prompts: list[list[int]], size: int, seed: int) -> list[list[int]]:
-    """Prompts of one iteration: consecutive slices of a seeded permutation, reshuffled every pass."""
+def prompt_batch(iteration: int, prompts: Sequence, size: int, seed: int) -> list:
+    """Prompts (or their indices) of one iteration: consecutive slices of a seeded permutation, reshuffled every pass."""
     out = []
     for j in range(iteration * size, (iteration + 1) * size):
         epoch, pos = divmod(j, len(prompts))
@@ -171,6 +178,7 @@ def stop_if_diverged(stats: dict, it: int, cfg: Config, out: Path) -> None:
 
 
 def main(cfg: Config) -> dict:
+    weights = parse_weights(cfg.weights)  # --reward judge: a bad --weights fails before any work
     run = Run("train_ppo.py", cfg, log_key="iteration")  # torchrun setup, run folder, seed
     device = run.device
 
@@ -180,10 +188,11 @@ def main(cfg: Config) -> dict:
     checkpoint = run.checkpoint()
     policy = Seq2SeqPolicy.from_pretrained(checkpoint[0] if checkpoint else sft_dir).to(device)
     ref_policy = frozen(Seq2SeqPolicy.from_pretrained(sft_dir).to(device))
-    reward_model = frozen(RewardModel.from_pretrained(model_dir(cfg.rm)).to(device))
-    if reward_model.backbone.config.vocab_size != policy.config.vocab_size:
-        raise InputError(f"{cfg.rm}: reward model vocabulary ({reward_model.backbone.config.vocab_size}) differs "
-                         f"from the policy's ({policy.config.vocab_size}); train the RM from this SFT run")
+    if cfg.reward == "rm":
+        reward_model = frozen(RewardModel.from_pretrained(model_dir(cfg.rm)).to(device))
+        if reward_model.backbone.config.vocab_size != policy.config.vocab_size:
+            raise InputError(f"{cfg.rm}: reward model vocabulary ({reward_model.backbone.config.vocab_size}) differs "
+                             f"from the policy's ({policy.config.vocab_size}); train the RM from this SFT run")
     policy.eval()  # dropout off during RL: rollout and update see the same network
     if cfg.grad_checkpointing:
         policy.gradient_checkpointing_enable()
@@ -200,7 +209,11 @@ def main(cfg: Config) -> dict:
     start = run.restore(checkpoint[1], optimizer, generators=generators) if checkpoint else 0
 
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, seed=cfg.seed)
-    prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in with_code(data.train)]
+    records = with_code(data.train)
+    prompts = [tokenizer(format_prompt(r), cfg.max_prompt_len) for r in records]
+    if cfg.reward == "judge":  # each rank asks about its own rollouts, with its own cache file
+        cache = FeedbackCache(run.out / "feedback" / f"cache.rank{run.rank}.jsonl")
+        reward_model = JudgeReward(build_judge(cfg, data, device), cache, weights, tokenizer, cfg.judge_workers)
     logger = run.logger(start)
     print(f"PPO: {len(prompts)} prompts, {cfg.iterations} iterations x {cfg.rollouts} rollouts on {device}"
           + (f" x {run.world} processes" if run.world > 1 else ""))
@@ -216,10 +229,17 @@ def main(cfg: Config) -> dict:
         # the global batch of prompts; each rank samples its slice, then every rank holds all the rollouts
         # (grpo / rloo: --rollouts / k prompts, each k times in a row: a group)
         k = cfg.samples_per_prompt
-        group_prompts = [p for p in prompt_batch(it, prompts, cfg.rollouts // k, cfg.seed) for _ in range(k)]
-        ids, mask = pad_right(distributed.shard(group_prompts), tokenizer.pad_id, device)
-        batch = rollout(policy, ref_policy, reward_model, ids, mask, kl_ctl.value, cfg,
-                        tokenizer.eos_id, tokenizer.pad_id, generator)
+        rows = distributed.shard([i for i in prompt_batch(it, range(len(prompts)), cfg.rollouts // k, cfg.seed)
+                                  for _ in range(k)])  # indices of this rank's prompts
+        ids, mask = pad_right([prompts[i] for i in rows], tokenizer.pad_id, device)
+        if cfg.reward == "judge":
+            reward_model.expect([records[i] for i in rows])
+        try:
+            batch = rollout(policy, ref_policy, reward_model, ids, mask, kl_ctl.value, cfg,
+                            tokenizer.eos_id, tokenizer.pad_id, generator)
+        except JudgeError as e:
+            raise RunStopped(f"{e}; every answer so far is cached in {run.out / 'feedback'}: fix the judge and rerun "
+                             "with the same arguments plus --resume") from None
         batch = distributed.all_gather_fields(batch, {"prompt_ids": tokenizer.pad_id, "tokens": tokenizer.pad_id})
         t_rollout = time.time() - t0
         stats = rollout_stats(batch, kl_ctl.value, critic=cfg.algo == "ppo")
@@ -235,6 +255,8 @@ def main(cfg: Config) -> dict:
         run.end_step(it + 1, cfg.iterations, save_model,
                      {"optimizer": optimizer.state_dict(), "kl_controller": kl_ctl.state_dict()}, generators)
     bar.close()
+    if cfg.reward == "judge":
+        cache.close()
 
     summary = {"iterations": cfg.iterations, "final_beta": kl_ctl.value}
     run.finish(save_model, summary)

@@ -33,8 +33,8 @@ from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
-from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, build_pairs, label, make_judge,
-                                score_stats, write_pairs, write_scored_samples)
+from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, build_judge, build_pairs, label,
+                                parse_weights, score_stats, write_pairs, write_scored_samples)
 from minirlaif.generation import generate_texts
 from minirlaif.jsonl import read_jsonl
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
@@ -42,13 +42,13 @@ from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.progress import progress_bar
 from minirlaif.reward_model import RewardModel, encode_texts, score_texts
 from minirlaif.run import Run
-from minirlaif.settings import DataSettings, RunSettings, SamplingSettings, TrainingSettings, default_for
+from minirlaif.settings import DataSettings, JudgeSettings, RunSettings, SamplingSettings, TrainingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
 from minirlaif.utils import debug_kill_at, field, parse_config, set_seed
 
 
 @dataclass
-class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings):
+class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings, JudgeSettings):
     """train_rm.py's flags: the shared groups (minirlaif/settings.py) and these."""
 
     sft: str = field("runs/sft", "SFT run folder (or model folder): the sampler and the RM's initialisation")
@@ -56,13 +56,6 @@ class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings):
     save_every: int = default_for(TrainingSettings, "save_every", 50)
     prompts: int = field(1000, "training instructions to sample for (0 = all)", type=flags.count)
     k: int = field(4, "programs sampled per instruction", type=flags.positive_int)
-    judge: str = field("analyzer", "judge backend: analyzer (offline program analysis), openai, hf",
-                       choices=["analyzer", "openai", "hf"])
-    judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
-    judge_base_url: str = field("", "OpenAI-compatible server URL (default: OpenAI; e.g. vLLM, llama.cpp, Ollama)")
-    judge_workers: int = field(8, "concurrent judge questions", type=flags.positive_int)
-    weights: str = field("api_fits=3,api_args=3", "question weights, id=w comma-separated ('' = all equal); "
-                         "see README: equal weights let a wrong API that runs outscore the right API that crashes")
     margin: float = field(0.1, "minimum score gap for a preference pair", type=flags.nonnegative_float)
     pair_strategy: str = field("all", "best_worst (one pair per prompt) or all (every pair over the margin)",
                                choices=["best_worst", "all"])
@@ -143,13 +136,7 @@ def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str,
                 device, cache: FeedbackCache) -> tuple[list[ScoredSample], str]:
     """Every sample scored by the judge (answers cached one by one): (scored samples, judge name)."""
     try:
-        if cfg.judge == "analyzer":
-            judge = make_judge("analyzer", api_database=data.api_database, hub=data.hub)
-        elif cfg.judge == "openai":
-            judge = make_judge("openai", model=cfg.judge_model, base_url=cfg.judge_base_url or None,
-                               max_workers=cfg.judge_workers)
-        else:
-            judge = make_judge("hf", path=cfg.judge_model, device=str(device))
+        judge = build_judge(cfg, data, device)
         items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
                       records[r["index"]]) for r in rows]
         feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
@@ -186,20 +173,6 @@ def batch_loss(model, tokenizer, batch: list[tuple], cfg: Config, device) -> tup
 
 def rewards_of(model: RewardModel, tokenizer, prompts, responses, cfg, device, raw=False) -> torch.Tensor:
     return score_texts(model, tokenizer, prompts, responses, cfg.max_prompt_len, cfg.max_new_tokens, device, raw)
-
-
-def parse_weights(text: str) -> dict[str, float]:
-    """'api_fits=2,api_args=2' -> {'api_fits': 2.0, 'api_args': 2.0} (unnamed questions keep weight 1)."""
-    from minirlaif.feedback import QUESTIONS
-
-    known = {q.id for q in QUESTIONS}
-    weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        if name not in known or not value:
-            raise InputError(f"--weights {text!r}: '{part}' is not question_id=weight (ids: {sorted(known)})")
-        weights[name] = float(value)
-    return weights
 
 
 def pearson(x: list[float], y: list[float]) -> float:

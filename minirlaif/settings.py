@@ -74,3 +74,16 @@ class SamplingSettings:
     max_new_tokens: int = field(128, "response length limit", type=flags.positive_int)
     temperature: float = field(1.0, "sampling temperature (PPO: also divides the logits of every log-prob)",
                                type=flags.positive_float)
+
+
+@dataclass
+class JudgeSettings:
+    """Which judge answers the 8 questions, and how its answers are weighted into a score."""
+
+    judge: str = field("analyzer", "judge backend: analyzer (offline program analysis), openai, hf",
+                       choices=["analyzer", "openai", "hf"])
+    judge_model: str = field("gpt-3.5-turbo", "model name for --judge openai, or a folder for --judge hf")
+    judge_base_url: str = field("", "OpenAI-compatible server URL (default: OpenAI; e.g. vLLM, llama.cpp, Ollama)")
+    judge_workers: int = field(8, "concurrent judge questions", type=flags.positive_int)
+    weights: str = field("api_fits=3,api_args=3", "question weights, id=w comma-separated ('' = all equal); "
+                         "see README: equal weights let a wrong API that runs outscore the right API that crashes")

@@ -148,6 +148,53 @@ def test_group_settings_that_do_not_fit_are_one_line_errors(sft_and_rm, tmp_path
         assert not (tmp_path / "x").exists()
 
 
+def test_judge_reward_scores_each_decoded_program_with_its_own_record_chunk_by_chunk(sft_and_rm):
+    """JudgeReward, called as rollout() calls a reward model (in chunks, in row order), gives each response the
+    score label() gives its decoded program with its own record."""
+    from minirlaif.batching import pad_right
+    from minirlaif.data import load_api_database, load_apibench
+    from minirlaif.data.prompts import extract_program
+    from minirlaif.feedback import Item, label, make_judge
+    from minirlaif.feedback.online import JudgeReward
+    from minirlaif.tokenizer import load_tokenizer
+
+    base, tiny = sft_and_rm
+    tokenizer = load_tokenizer(base / "sft" / "model")
+    records = load_apibench(tiny["train"])[:6]
+    judge = make_judge("analyzer", api_database=load_api_database(tiny["api"]), hub="builtin")
+    programs = [r.code for r in records[:3]] + [records[0].code, "print(", "import math\nprint(math.gcd(4, 6))"]
+    tokens, mask = pad_right([tokenizer(p, 128) for p in programs], tokenizer.pad_id)
+    scorer = JudgeReward(judge, None, {"api_fits": 3.0}, tokenizer)
+    scorer.expect(records)
+    got = torch.cat([scorer(None, None, tokens[:4], mask[:4]), scorer(None, None, tokens[4:], mask[4:])])
+    decoded = [extract_program(tokenizer.decode(tokenizer(p, 128))) for p in programs]
+    want = [fb.score for fb in label(judge, [Item(r.instruction, r.api_data, d, r) for r, d in zip(records, decoded)],
+                                     weights={"api_fits": 3.0}, progress=False)]
+    assert got.tolist() == pytest.approx(want) and len(set(want)) > 1
+    assert got[0] > got[3]  # row 3 is record 0's program answering record 3: judged against its own record
+    with pytest.raises(RuntimeError, match="only 0 records expected"):
+        scorer(None, None, tokens[:1], mask[:1])
+
+
+@pytest.mark.slow
+def test_train_ppo_with_the_judge_as_reward_needs_no_reward_model_and_resumes(sft_and_rm, tmp_path):
+    base, tiny = sft_and_rm
+    args = ("--reward", "judge", "--whiten-scores", "--rm", str(tmp_path / "no_rm"))  # no reward model anywhere
+    full = run_ppo(base, tiny, tmp_path / "full", *args)
+    assert full.returncode == 0, full.stderr[-2000:]
+    killed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", env={"MINIRLAIF_KILL_AT_STEP": "3"})
+    assert killed.returncode == -9
+    resumed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    rows = [[json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")] for run in ("full", "k")]
+    assert [(r["iteration"], r["rm_score"], r["kl"]) for r in rows[0]] == [(r["iteration"], r["rm_score"], r["kl"]) for r in rows[1]]
+    assert all(0.0 <= r["rm_score"] <= 1.0 for r in rows[0])  # the judge's weighted P(good), not an RM's output
+    cache = [json.loads(line) for line in open(tmp_path / "full" / "feedback" / "cache.rank0.jsonl")]
+    assert cache and {e["judge"].split(":")[0] for e in cache} == {"analyzer"}
+    a, b = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("full", "k"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # ---- the KL controllers (train_ppo.py) ----------------------------------------------------------------
 def test_adaptive_kl_controller_sequence_by_hand():
     ctl = train_ppo.AdaptiveKLController(init_beta=0.2, target=6.0, horizon=10000)

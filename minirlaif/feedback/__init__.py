@@ -12,7 +12,8 @@ P(good) -> score), judges/ (the backends), cache (answers on disk), label (the d
 
 from minirlaif.feedback.cache import FeedbackCache, cache_key
 from minirlaif.feedback.judges import (
-    AnalyzerJudge, HFJudge, Item, Judge, JudgeAuthError, JudgeError, OpenAIJudge, Query, RawAnswer, make_judge,
+    AnalyzerJudge, HFJudge, Item, Judge, JudgeAuthError, JudgeError, OpenAIJudge, Query, RawAnswer, build_judge,
+    make_judge,
 )
 from minirlaif.feedback.label import label
 from minirlaif.feedback.pairs import (
@@ -21,11 +22,12 @@ from minirlaif.feedback.pairs import (
 )
 from minirlaif.feedback.prompts import build_messages
 from minirlaif.feedback.questions import QUESTIONS, Question
-from minirlaif.feedback.scoring import Answer, Feedback, p_yes_from_logprobs, total_score
+from minirlaif.feedback.scoring import Answer, Feedback, p_yes_from_logprobs, parse_weights, total_score
 
 __all__ = [
     "QUESTIONS", "AnalyzerJudge", "Answer", "Feedback", "FeedbackCache", "HFJudge", "Item", "Judge",
     "JudgeAuthError", "JudgeError", "OpenAIJudge", "Pair", "Query", "Question", "RawAnswer", "ScoredSample",
-    "build_messages", "build_pairs", "cache_key", "label", "make_judge", "p_yes_from_logprobs", "read_pairs",
+    "build_judge", "build_messages", "build_pairs", "cache_key", "label", "make_judge", "p_yes_from_logprobs",
+    "parse_weights", "read_pairs",
     "read_scored_samples", "score_stats", "total_score", "write_pairs", "write_scored_samples",
 ]

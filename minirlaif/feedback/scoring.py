@@ -96,3 +96,19 @@ def total_score(answers: Sequence[Answer], weights: Mapping[str, float]) -> floa
     if den <= 0:
         raise ValueError("the answered questions' weights sum to 0")
     return num / den
+
+
+def parse_weights(text: str, questions: Sequence[Question] | None = None) -> dict[str, float]:
+    """'api_fits=2,api_args=2' -> {'api_fits': 2.0, 'api_args': 2.0} (unnamed questions keep their weight);
+    InputError naming the bad part (--weights is a flag)."""
+    from minirlaif.errors import InputError
+    from minirlaif.feedback.questions import QUESTIONS
+
+    known = {q.id for q in (questions or QUESTIONS)}
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in known or not value:
+            raise InputError(f"--weights {text!r}: '{part}' is not question_id=weight (ids: {sorted(known)})")
+        weights[name] = float(value)
+    return weights

@@ -21,7 +21,18 @@ def make_judge(backend: str, **kwargs) -> Judge:
     return BACKENDS[backend](**kwargs)
 
 
+def build_judge(settings, data, device) -> Judge:
+    """The judge a script's JudgeSettings (--judge, --judge-model, --judge-base-url, --judge-workers) ask for;
+    the analyzer reads the API database and hub of `data` (a splits.Dataset)."""
+    if settings.judge == "analyzer":
+        return make_judge("analyzer", api_database=data.api_database, hub=data.hub)
+    if settings.judge == "openai":
+        return make_judge("openai", model=settings.judge_model, base_url=settings.judge_base_url or None,
+                          max_workers=settings.judge_workers)
+    return make_judge("hf", path=settings.judge_model, device=str(device))
+
+
 __all__ = [
-    "AnalyzerJudge", "BACKENDS", "HFJudge", "Item", "Judge", "JudgeAuthError", "JudgeError", "OpenAIJudge",
+    "AnalyzerJudge", "BACKENDS", "build_judge", "HFJudge", "Item", "Judge", "JudgeAuthError", "JudgeError", "OpenAIJudge",
     "Query", "RawAnswer", "make_judge",
 ]
