@@ -26,7 +26,7 @@ from minirlaif.errors import InputError, RunStopped
 from minirlaif.feedback.pairs import read_pairs
 from minirlaif.losses import dpo_loss
 from minirlaif.policy import Seq2SeqPolicy, autocast
-from minirlaif.ppo import response_logprobs
+from minirlaif.ppo import PPOConfig, response_logprobs
 from minirlaif.run import Run
 from minirlaif.settings import DataSettings, ForwardSettings, RunSettings, SamplingSettings, TrainingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
@@ -34,8 +34,9 @@ from minirlaif.utils import field, parse_config
 
 
 @dataclass
-class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings, SamplingSettings):
-    """train_dpo.py's flags: the shared groups (minirlaif/settings.py) and these."""
+class Config(RunSettings, TrainingSettings, ForwardSettings):
+    """train_dpo.py's flags: the shared groups (minirlaif/settings.py) and these. No data flags: the pairs hold
+    the instructions and programs; no temperature: log-probs are the policy's own (temperature 1)."""
 
     sft: str = field("runs/sft", "SFT run folder (or model folder): the initial policy and the frozen reference")
     rm: str = field("runs/rm", "reward-model run folder whose pairs.jsonl / heldout_pairs.jsonl are the data")
@@ -46,7 +47,9 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings, Sampl
     epochs: int = field(2, "passes over the training pairs", type=flags.positive_int)
     batch_size: int = field(32, "pairs per step (per process under torchrun)", type=flags.positive_int)
     lr: float = field(1e-4, "learning rate (AdamW, linear decay to 0)", type=flags.positive_float)
-    max_grad_norm: float = field(1.0, "gradient-norm clip", type=flags.positive_float)
+    max_grad_norm: float = default_for(PPOConfig, "max_grad_norm", 1.0)
+    max_prompt_len: int = default_for(DataSettings, "max_prompt_len", 64)
+    max_new_tokens: int = default_for(SamplingSettings, "max_new_tokens", 128)
 
 
 def read_pair_file(path: Path) -> list[tuple[str, str, str]]:

@@ -266,7 +266,7 @@ def test_dpo_two_processes_match_one_with_the_same_global_batch(tiny_init):
               "chosen_score": 1.0, "rejected_score": 0.0} for r in records[:24]]
     (rm / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[:16]))
     (rm / "heldout_pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[16:]))
-    common = [*data_args(tiny), "--sft", base / "init", "--rm", rm, "--epochs", "2", "--lr", "1e-3",
+    common = ["--device", "cpu", "--sft", base / "init", "--rm", rm, "--epochs", "2", "--lr", "1e-3",
               "--max-new-tokens", "32"]
     one = python("train_dpo.py", *common, "--batch-size", "8", "--out", base / "dpo1")
     assert one.returncode == 0, one.stderr[-3000:]

@@ -76,9 +76,7 @@ def test_dpo_step_equals_a_hand_computation_from_plain_forward_passes(sft_and_pa
 
 
 def run_dpo(base, tiny, out, *extra, env=None):
-    args = [sys.executable, str(ROOT / "train_dpo.py"), "--sft", str(base / "sft"), "--rm", str(base / "rm"),
-            "--data", str(tiny["train"]), "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]),
-            "--out", str(out), "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-new-tokens", "40",
+    args = [sys.executable, str(ROOT / "train_dpo.py"), "--sft", str(base / "sft"), "--rm", str(base / "rm"), "--out", str(out), "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--max-new-tokens", "40",
             "--save-every", "2", "--device", "cpu", *extra]
     return subprocess.run(args, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True,
                           text=True, timeout=300)

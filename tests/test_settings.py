@@ -9,18 +9,20 @@ from pathlib import Path
 import pytest
 
 from minirlaif.ppo import PPOConfig
-from minirlaif.settings import DataSettings, ForwardSettings, RunSettings, SamplingSettings, TrainingSettings
+from minirlaif.settings import (DataSettings, ForwardSettings, JudgeSettings, RunSettings, SamplingSettings,
+                                TrainingSettings)
 from minirlaif.utils import parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402
+import train_dpo  # noqa: E402
 import train_ppo  # noqa: E402
 import train_rm  # noqa: E402
 import train_sft  # noqa: E402
 
 CONFIGS = {"train_sft.py": train_sft.Config, "train_rm.py": train_rm.Config, "train_ppo.py": train_ppo.Config,
-           "evaluate.py": evaluate.Config}
+           "train_dpo.py": train_dpo.Config, "evaluate.py": evaluate.Config}
 
 
 def _declared_in(cls: type) -> set[str]:
@@ -30,8 +32,8 @@ def _declared_in(cls: type) -> set[str]:
 def test_shared_settings_are_inherited_not_redeclared():
     """A script may give a shared field another default only through default_for (the flag's help and check
     stay the group's); writing `field(...)` again for a shared name in a script fails here."""
-    shared = {f.name for g in (RunSettings, TrainingSettings, ForwardSettings, DataSettings, SamplingSettings)
-              for f in dataclasses.fields(g)} | {f.name for f in dataclasses.fields(PPOConfig)}
+    shared = {f.name for g in (RunSettings, TrainingSettings, ForwardSettings, DataSettings, SamplingSettings,
+                               JudgeSettings) for f in dataclasses.fields(g)} | {f.name for f in dataclasses.fields(PPOConfig)}
     for script, cls in CONFIGS.items():
         (node,) = [n for n in ast.parse((ROOT / script).read_text()).body
                    if isinstance(n, ast.ClassDef) and n.name == "Config"]
@@ -41,7 +43,7 @@ def test_shared_settings_are_inherited_not_redeclared():
                 assert isinstance(call, ast.Call) and getattr(call.func, "id", "") == "default_for", \
                     (script, stmt.target.id, stmt.lineno)
         by_name = {f.name: f for f in dataclasses.fields(cls)}
-        for group in (RunSettings, DataSettings, SamplingSettings):
+        for group in (RunSettings, DataSettings, SamplingSettings, JudgeSettings):
             for f in dataclasses.fields(group) if issubclass(cls, group) else ():
                 assert dict(by_name[f.name].metadata) == dict(f.metadata), (script, f.name)
     assert {"data", "api_db", "seed", "device", "out"} <= {f.name for f in dataclasses.fields(evaluate.Config)}
