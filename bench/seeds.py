@@ -171,30 +171,30 @@ def main() -> None:
 
 
 def print_methods(results: dict, methods: list[str]) -> None:
-    """One row per method: mean ± std over seeds of each metric, and the mean wall time of its own stage(s)."""
+    """One row per method: mean ± std over seeds of each metric, and the mean wall time of the reward model
+    it needs (train_rm.py: sampling, judging, training) and of its own stage (training; best-of: its evaluation)."""
     seeds = list(results["seeds"].values())
-    rows = [("SFT", lambda r: r["sft"], lambda t: 0.0), ("PPO + RM", lambda r: r["ppo"], lambda t: t["rm"] + t["ppo"])]
+    rows = [("SFT", lambda r: r["sft"], False, None), ("PPO + RM", lambda r: r["ppo"], True, "ppo")]
     names = {"ppo_judge": "PPO + judge (no RM)", "dpo": "DPO (RM run's pairs)", "grpo": "GRPO + RM", "rloo": "RLOO + RM"}
     for m in methods:
-        if m == "best_of":
-            for n in (4, 16):
-                rows.append((f"best-of-{n} by the RM", lambda r, n=n: r["methods"][f"sft best-of-{n}"],
-                             lambda t: t["rm"] + t["best_of"]))
+        if m == "best_of":  # one evaluation makes both: its time is shared
+            rows += [(f"best-of-{n} by the RM", lambda r, n=n: r["methods"][f"sft best-of-{n}"], True, "best_of")
+                     for n in (4, 16)]
         else:
-            rows.append((names[m], lambda r, m=m: r["methods"][m],
-                         lambda t, m=m: t[m] + (0.0 if m == "ppo_judge" else t["rm"])))
+            rows.append((names[m], lambda r, m=m: r["methods"][m], m != "ppo_judge", m))
     shown = ("executability", "exact_api", "args_match", "ast_accuracy", "hallucination", "codebleu")
     print("\n| method (mean ± std over seeds " + ",".join(map(str, results["seeds"])) + ") | "
-          + " | ".join(shown) + " | wall time (min, its stages) |")
-    print("|---|" + "---:|" * (len(shown) + 1))
-    for label, get, seconds in rows:
+          + " | ".join(shown) + " | reward model (min) | own stage (min) |")
+    print("|---|" + "---:|" * (len(shown) + 2))
+    for label, get, uses_rm, stage_name in rows:
         cells = []
         for k in shown:
             values = [get(r)[k] for r in seeds]
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ± {sd:.1f}")
-        minutes = statistics.mean(seconds(r["seconds"]) for r in seeds) / 60
-        print(f"| {label} | " + " | ".join(cells) + f" | {minutes:.1f} |")
+        rm = statistics.mean(r["seconds"]["rm"] for r in seeds) / 60 if uses_rm else 0.0
+        own = statistics.mean(r["seconds"][stage_name] for r in seeds) / 60 if stage_name else 0.0
+        print(f"| {label} | " + " | ".join(cells) + f" | {rm:.1f} | {own:.1f} |")
 
 
 if __name__ == "__main__":
