@@ -46,7 +46,8 @@ class Config(RunSettings, TrainingSettings, ForwardSettings):
                         type=flags.positive_float)
     epochs: int = field(2, "passes over the training pairs", type=flags.positive_int)
     batch_size: int = field(32, "pairs per step (per process under torchrun)", type=flags.positive_int)
-    lr: float = field(1e-4, "learning rate (AdamW, linear decay to 0)", type=flags.positive_float)
+    lr: float = field(1e-5, "learning rate (AdamW, linear decay to 0); README: 1e-4 collapsed the default chain's model",
+                      type=flags.positive_float)
     max_grad_norm: float = default_for(PPOConfig, "max_grad_norm", 1.0)
     max_prompt_len: int = default_for(DataSettings, "max_prompt_len", 64)
     max_new_tokens: int = default_for(SamplingSettings, "max_new_tokens", 128)

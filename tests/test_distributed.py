@@ -335,12 +335,25 @@ def test_rm_ppo_and_evaluate_run_under_torchrun(tiny_init):
                     "--max-new-tokens", "12", "--algo", "grpo", "--group-size", "2")
     assert grpo.returncode == 0, grpo.stderr[-3000:]
     assert "kl_loss" in json.loads((base / "grpo" / "metrics.jsonl").read_text().splitlines()[0])
+    # the judge as the reward: each rank asks about its own rollouts, with its own answer cache
+    judged = torchrun("train_ppo.py", *data_args(tiny), "--sft", base / "init", "--out", base / "ppo_judge",
+                      "--reward", "judge", "--iterations", "1", "--rollouts", "8", "--minibatch-size", "4",
+                      "--ppo-epochs", "1", "--max-new-tokens", "12")
+    assert judged.returncode == 0, judged.stderr[-3000:]
+    caches = sorted(p.name for p in (base / "ppo_judge" / "feedback").glob("cache.rank*.jsonl"))
+    assert caches == ["cache.rank0.jsonl", "cache.rank1.jsonl"]
+    assert all((base / "ppo_judge" / "feedback" / c).read_text() for c in caches)
 
     ev = torchrun("evaluate.py", *data_args(tiny), "--models", base / "ppo", "--runs", "1", "--limit", "6",
                   "--max-new-tokens", "12", "--exec-mode", "static", "--out", base / "eval")
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert len((base / "eval" / "ppo.examples.jsonl").read_text().splitlines()) == 6
     assert ev.stdout.count("exact API match") == 1  # one table: rank 0's
+    best = torchrun("evaluate.py", *data_args(tiny), "--models", base / "ppo", "--rm", base / "rm2", "--best-of", "2",
+                    "--runs", "1", "--limit", "6", "--max-new-tokens", "12", "--exec-mode", "static", "--out",
+                    base / "eval_best")
+    assert best.returncode == 0, best.stderr[-3000:]
+    assert len((base / "eval_best" / "ppo.best-of-2.examples.jsonl").read_text().splitlines()) == 6
 
 
 @pytest.mark.slow
