@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import time
@@ -33,6 +34,7 @@ from minirlaif.data.prompts import extract_program, format_prompt  # noqa: E402
 from minirlaif.data.splits import load_dataset, with_code  # noqa: E402
 from minirlaif.errors import InputError  # noqa: E402
 from minirlaif.feedback import QUESTIONS, FeedbackCache, Item, OpenAIJudge, label, make_judge  # noqa: E402
+from minirlaif.feedback.scoring import yes_or_no  # noqa: E402
 from minirlaif.offline_models import export, start_server  # noqa: E402
 from minirlaif.utils import run_main, write_json_atomic  # noqa: E402
 
@@ -128,10 +130,16 @@ def main() -> None:
     for fb in remote:
         for a in fb.answers:
             methods[a.detail.get("method", a.source)] = methods.get(a.detail.get("method", a.source), 0) + 1
+    # How often the free answer began with another word, and how much of the first token's mass Yes/No held.
+    answers = [a for fb in remote for a in fb.answers]
+    other_word = sum(yes_or_no(a.detail.get("sampled", "")) is None for a in answers)
+    mass = [sum(math.exp(lp) for tok, lp in a.detail.get("top_logprobs", []) if yes_or_no(tok)) for a in answers]
     diffs = [abs(a.p_yes - b.p_yes) for fa, fb in zip(remote, local) for a, b in zip(fa.answers, fb.answers)]
     same = [(a.p_yes >= 0.5) == (b.p_yes >= 0.5) for fa, fb in zip(remote, local) for a, b in zip(fa.answers, fb.answers)]
     result = {
         "programs": len(items), "samples": args.samples, "per_question": per_question, "server_methods": methods,
+        "began_with_another_word": other_word,
+        "yes_no_mass_of_first_token": {"min": min(mass), "mean": sum(mass) / len(mass), "max": max(mass)},
         "runtimes": {"questions": len(diffs), "mean_abs_diff": sum(diffs) / len(diffs), "max_abs_diff": max(diffs),
                      "same_answer": sum(same) / len(same)},
         "seconds_per_question": {k: v["seconds"] / v["questions"] for k, v in timings.items()},
@@ -146,6 +154,9 @@ def main() -> None:
     for qid, r in per_question.items():
         print(f"| {qid} | {r['analyzer_yes_rate']:.2f} | {r['said_yes_rate']:.2f} | {r['accuracy']:.2f} | "
               f"{r['auc']:.2f} | {r['mean_p_yes']:.3f} |")
+    m = result["yes_no_mass_of_first_token"]
+    print(f"{other_word} of {len(answers)} answers began with another word than Yes/No; Yes/No held "
+          f"{m['min']:.0%}-{m['max']:.0%} of the first token's mass ({m['mean']:.0%} on average)")
     rt = result["runtimes"]
     print(f"llama.cpp vs transformers on the same weights, {rt['questions']} questions: mean |P(yes) difference| "
           f"{rt['mean_abs_diff']:.3f}, max {rt['max_abs_diff']:.3f}, same answer {rt['same_answer']:.1%}")

@@ -112,13 +112,9 @@ def test_train_ppo_kill_and_resume_equals_uninterrupted(sft_and_rm, tmp_path):
     assert any(not torch.equal(s[k], a[k]) for k in a)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("algo", ["grpo", "rloo"])
-def test_train_ppo_without_a_critic_trains_resumes_and_leaves_the_value_head(sft_and_rm, tmp_path, algo):
-    """--algo grpo / rloo end to end: killed after iteration 3 and resumed, it equals the uninterrupted run; the
-    value head is never trained; the log has no critic statistics (and GRPO's k3 KL term)."""
-    base, tiny = sft_and_rm
-    args = ("--algo", algo, "--group-size", "4")
+def killed_and_resumed(base, tiny, tmp_path, *args):
+    """One uninterrupted run and one SIGKILLed after iteration 3 (checkpoint at 2) then resumed, with `args`:
+    (metrics rows of each, policy weights of each). Asserts that every run exited as it should."""
     full = run_ppo(base, tiny, tmp_path / "full", *args)
     assert full.returncode == 0, full.stderr[-2000:]
     killed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", env={"MINIRLAIF_KILL_AT_STEP": "3"})
@@ -126,11 +122,20 @@ def test_train_ppo_without_a_critic_trains_resumes_and_leaves_the_value_head(sft
     resumed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     rows = [[json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")] for run in ("full", "k")]
+    weights = [load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("full", "k")]
+    return rows, weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["grpo", "rloo"])
+def test_train_ppo_without_a_critic_trains_resumes_and_leaves_the_value_head(sft_and_rm, tmp_path, algo):
+    """--algo grpo / rloo end to end: killed after iteration 3 and resumed, it equals the uninterrupted run; the
+    value head is never trained; the log has no critic statistics (and GRPO's k3 KL term)."""
+    base, tiny = sft_and_rm
+    rows, (a, b) = killed_and_resumed(base, tiny, tmp_path, "--algo", algo, "--group-size", "4")
     assert [(r["iteration"], r["score"], r["kl"]) for r in rows[0]] == [(r["iteration"], r["score"], r["kl"]) for r in rows[1]]
     assert all("value_loss" not in r and "explained_variance" not in r for r in rows[0])
     assert all(("kl_loss" in r) == (algo == "grpo") for r in rows[0])
-    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "k" / "model" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     s = load_file(str(base / "sft" / "model" / "model.safetensors"))
     assert any(not torch.equal(s[k], a[k]) for k in a)  # it trained
@@ -179,19 +184,13 @@ def test_judge_reward_scores_each_decoded_program_with_its_own_record_chunk_by_c
 @pytest.mark.slow
 def test_train_ppo_with_the_judge_as_reward_needs_no_reward_model_and_resumes(sft_and_rm, tmp_path):
     base, tiny = sft_and_rm
-    args = ("--reward", "judge", "--whiten-scores", "--rm", str(tmp_path / "no_rm"))  # no reward model anywhere
-    full = run_ppo(base, tiny, tmp_path / "full", *args)
-    assert full.returncode == 0, full.stderr[-2000:]
-    killed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", env={"MINIRLAIF_KILL_AT_STEP": "3"})
-    assert killed.returncode == -9
-    resumed = run_ppo(base, tiny, tmp_path / "k", *args, "--save-every", "2", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    rows = [[json.loads(line) for line in open(tmp_path / run / "metrics.jsonl")] for run in ("full", "k")]
+    # no reward model anywhere
+    rows, (a, b) = killed_and_resumed(base, tiny, tmp_path, "--reward", "judge", "--whiten-scores",
+                                      "--rm", str(tmp_path / "no_rm"))
     assert [(r["iteration"], r["rm_score"], r["kl"]) for r in rows[0]] == [(r["iteration"], r["rm_score"], r["kl"]) for r in rows[1]]
     assert all(0.0 <= r["rm_score"] <= 1.0 for r in rows[0])  # the judge's weighted P(good), not an RM's output
     cache = [json.loads(line) for line in open(tmp_path / "full" / "feedback" / "cache.rank0.jsonl")]
     assert cache and {e["judge"].split(":")[0] for e in cache} == {"analyzer"}
-    a, b = (load_file(str(tmp_path / run / "model" / "model.safetensors")) for run in ("full", "k"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
