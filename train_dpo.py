@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from minirlaif import distributed, flags
-from minirlaif.batching import epoch_batch, pad_right
+from minirlaif.batching import epoch_batch
 from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.feedback.pairs import read_pairs
 from minirlaif.losses import dpo_loss
 from minirlaif.policy import Seq2SeqPolicy, autocast
 from minirlaif.ppo import PPOConfig, response_logprobs
+from minirlaif.reward_model import encode_texts
 from minirlaif.run import Run
 from minirlaif.settings import DataSettings, ForwardSettings, RunSettings, SamplingSettings, TrainingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
@@ -62,10 +63,10 @@ def read_pair_file(path: Path) -> list[tuple[str, str, str]]:
 def pair_logps(policy, tokenizer, pairs: list[tuple[str, str, str]], cfg: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log pi(y | x) of the chosen and of the rejected responses (N,) each, one forward pass: rows
     [0, N) chosen, [N, 2N) rejected. Responses are encoded with their EOS, as the policy emits them."""
-    prompts = [tokenizer(p, cfg.max_prompt_len) for p, _, _ in pairs] * 2
-    responses = [tokenizer(c, cfg.max_new_tokens) for _, c, _ in pairs] + [tokenizer(r, cfg.max_new_tokens) for _, _, r in pairs]
-    ids, mask = pad_right(prompts, tokenizer.pad_id, device)  # (2N, S)
-    tokens, tmask = pad_right(responses, tokenizer.pad_id, device)  # (2N, T)
+    prompts = [p for p, _, _ in pairs] * 2
+    responses = [c for _, c, _ in pairs] + [r for _, _, r in pairs]
+    ids, mask, tokens, tmask = encode_texts(tokenizer, prompts, responses, cfg.max_prompt_len, cfg.max_new_tokens,
+                                            device)  # (2N, S) x 2, (2N, T) x 2
     with autocast(device):
         logps = response_logprobs(policy, ids, mask, tokens, tmask.float())[0].float().sum(1)  # (2N,)
     return logps[: len(pairs)], logps[len(pairs):]
