@@ -184,3 +184,17 @@ def test_hf_judge_on_the_same_weights_agrees_with_the_server(server, tmp_path_fa
             assert a.source == "logprobs" and b.source == "logits"
             diffs.append(abs(a.p_yes - b.p_yes))
     assert max(diffs) <= 0.15 and sum(diffs) / len(diffs) <= 0.05, diffs
+
+
+def test_the_constrained_second_request_works_on_the_real_server(server):
+    """The fallback for answers without Yes/No among the top log-probs: llama.cpp honours the JSON schema and
+    reports log-probs at the answer token, which contain both words (SmolLM2 always had Yes/No among its top
+    20 in our runs, so the real labelling never reached this path: it is exercised here directly)."""
+    from minirlaif.feedback.scoring import p_yes_from_logprobs, yes_or_no
+
+    item = Item("Print the gcd of 12 and 18.", {"api_name": "math.gcd"}, "import math\nprint(math.gcd(12, 18))")
+    query = Query(item, QUESTIONS[1], build_messages(item.instruction, item.api_data, item.program, QUESTIONS[1]))
+    text, positions, _, _ = OpenAIJudge(model=MODEL, base_url=server.url)._complete(query, constrained=True)
+    assert json.loads(text[text.index("{"):])["answer"] in ("Yes", "No"), text
+    at = next(top for token, top in positions if yes_or_no(token))
+    assert {yes_or_no(t) for t, _ in at} >= {"yes", "no"} and 0.0 < p_yes_from_logprobs(at) < 1.0, at
