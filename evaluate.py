@@ -29,7 +29,7 @@ from minirlaif.errors import InputError
 from minirlaif.generation import generate_texts
 from minirlaif.jsonl import write_jsonl_atomic
 from minirlaif.metrics.report import ROWS, score_responses
-from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.policy import load_policy
 from minirlaif.reward_model import RewardModel, score_texts
 from minirlaif.settings import DataSettings, RunSettings, SamplingSettings, default_for
 from minirlaif.tokenizer import load_tokenizer
@@ -169,7 +169,7 @@ def main(cfg: Config) -> dict:
         for m in models:
             path = model_dir(m)
             name = Path(m).name if Path(m).name != "model" else Path(m).parent.name
-            policy = Seq2SeqPolicy.from_pretrained(path).to(device).eval()
+            policy = load_policy(path).to(device).eval()
             tokenizer = load_tokenizer(path)
             results[name] = []
             for run in range(runs):

@@ -25,7 +25,7 @@ from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.feedback.pairs import read_pairs
 from minirlaif.losses import dpo_loss
-from minirlaif.policy import Seq2SeqPolicy, autocast
+from minirlaif.policy import autocast, load_policy
 from minirlaif.ppo import PPOConfig, response_logprobs
 from minirlaif.reward_model import encode_texts
 from minirlaif.run import Run
@@ -103,9 +103,9 @@ def main(cfg: Config) -> dict:
     # ---- policy (trained, from SFT or the checkpoint) and reference (frozen SFT); dropout off in both ----
     tokenizer = load_tokenizer(sft)
     checkpoint = run.checkpoint()
-    policy = Seq2SeqPolicy.from_pretrained(checkpoint[0] if checkpoint else sft).to(device).eval()
+    policy = load_policy(checkpoint[0] if checkpoint else sft).to(device).eval()
     policy.value_head.requires_grad_(False)  # DPO trains the language model only
-    ref_policy = Seq2SeqPolicy.from_pretrained(sft).to(device).eval().requires_grad_(False)
+    ref_policy = load_policy(sft).to(device).eval().requires_grad_(False)
     if cfg.grad_checkpointing:
         policy.gradient_checkpointing_enable()
     model = distributed.ddp(torch.compile(policy) if cfg.compile else policy, device)

@@ -30,7 +30,7 @@ from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.feedback import FeedbackCache, JudgeError, build_judge, parse_weights
 from minirlaif.feedback.online import JudgeReward
-from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.policy import load_policy
 from minirlaif.ppo import PPOConfig, rollout, rollout_stats, update
 from minirlaif.reward_model import RewardModel
 from minirlaif.run import Run
@@ -186,8 +186,8 @@ def main(cfg: Config) -> dict:
     sft_dir = model_dir(cfg.sft)
     tokenizer = load_tokenizer(sft_dir)
     checkpoint = run.checkpoint()
-    policy = Seq2SeqPolicy.from_pretrained(checkpoint[0] if checkpoint else sft_dir).to(device)
-    ref_policy = frozen(Seq2SeqPolicy.from_pretrained(sft_dir).to(device))
+    policy = load_policy(checkpoint[0] if checkpoint else sft_dir).to(device)
+    ref_policy = frozen(load_policy(sft_dir).to(device))
     if cfg.reward == "rm":
         reward_model = frozen(RewardModel.from_pretrained(model_dir(cfg.rm)).to(device))
         if reward_model.backbone.config.vocab_size != policy.config.vocab_size:

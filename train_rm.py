@@ -38,7 +38,7 @@ from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, b
 from minirlaif.generation import generate_texts
 from minirlaif.jsonl import read_jsonl
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
-from minirlaif.policy import Seq2SeqPolicy, autocast
+from minirlaif.policy import autocast, load_policy
 from minirlaif.progress import progress_bar
 from minirlaif.reward_model import RewardModel, encode_texts, score_texts
 from minirlaif.run import Run
@@ -101,7 +101,7 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
         return done
     t0 = time.time()
     sft = model_dir(cfg.sft)
-    policy = Seq2SeqPolicy.from_pretrained(sft).to(device).eval()
+    policy = load_policy(sft).to(device).eval()
     tokenizer = load_tokenizer(sft)
     chunk = 64
     bar = progress_bar(total=len(records), initial=n_done, desc="sampling", unit="prompt",

@@ -25,7 +25,7 @@ from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.generation import sample
-from minirlaif.policy import Seq2SeqPolicy, autocast, count_parameters
+from minirlaif.policy import autocast, count_parameters, load_policy, new_policy
 from minirlaif.run import Run
 from minirlaif.settings import DataSettings, ForwardSettings, RunSettings, TrainingSettings, default_for
 from minirlaif.tokenizer import SentencePieceTokenizer, check_round_trip, load_tokenizer
@@ -38,9 +38,11 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings):
 
     out: str = default_for(RunSettings, "out", "runs/sft")
     eval_fraction: float = field(0.1, "held-out fraction when --data has no eval split", type=flags.fraction)
-    model: str = field("", "a seq2seq model id or folder to fine-tune (default: --preset from scratch)")
+    model: str = field("", "a seq2seq (T5 family) or decoder-only (GPT-2, Llama, ...) model id or "
+                                 "folder to fine-tune (default: --preset from scratch)")
     tokenizer: str = field("", "tokenizer id or folder (default: --model's own, or a new SentencePiece model)")
-    preset: str = field("tiny", "architecture when --model is empty (tiny, small, base)")
+    preset: str = field("tiny", "architecture when --model is empty: T5 tiny, small, base; "
+                                  "decoder-only gpt2-tiny, gpt2-small")
     vocab_size: int = field(2000, "SentencePiece vocabulary size when training our own tokenizer",
                             type=flags.int_at_least(100, 1_000_000))
     epochs: float = field(6.0, "passes over the training data (ignored when --max-steps > 0)",
@@ -124,9 +126,9 @@ def tokenizer_and_model(cfg: Config, checkpoint, train_records, eval_records):
     """The checkpoint's tokenizer and model when resuming; else --model's (or --tokenizer's); else a
     SentencePiece tokenizer trained here (on rank 0) and a --preset model from scratch."""
     if checkpoint is not None:
-        tokenizer, policy = load_tokenizer(checkpoint[0]), Seq2SeqPolicy.from_pretrained(checkpoint[0])
+        tokenizer, policy = load_tokenizer(checkpoint[0]), load_policy(checkpoint[0])
     elif cfg.model:
-        tokenizer, policy = load_tokenizer(cfg.tokenizer or cfg.model), Seq2SeqPolicy.from_pretrained(cfg.model)
+        tokenizer, policy = load_tokenizer(cfg.tokenizer or cfg.model), load_policy(cfg.model)
     else:
         if cfg.tokenizer:  # a given tokenizer for a model built from --preset
             tokenizer = load_tokenizer(cfg.tokenizer)
@@ -135,7 +137,7 @@ def tokenizer_and_model(cfg: Config, checkpoint, train_records, eval_records):
             tokenizer = distributed.broadcast_object(  # trained once, on rank 0
                 SentencePieceTokenizer.train(corpus, vocab_size=cfg.vocab_size) if distributed.is_main() else None)
         set_seed(cfg.seed)  # the model init must not depend on how much randomness the tokenizer used
-        policy = Seq2SeqPolicy.from_preset(cfg.preset, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id)
+        policy = new_policy(cfg.preset, tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id)
     tok_name = f"tokenizer {cfg.tokenizer or cfg.model or '(trained here)'} on --data {cfg.data}"
     check_round_trip(tokenizer, [r.code for r in train_records + eval_records], name=tok_name)
     if tokenizer.vocab_size > policy.config.vocab_size:

@@ -1,4 +1,4 @@
-"""Sampling responses from a policy: our own short loop over the decoder with the KV cache.
+"""Sampling responses from a policy (seq2seq or decoder-only): our own short loop with the KV cache.
 
 Why not `model.generate`: RL needs the log-probability of exactly the distribution it sampled from.
 Here the logits are divided by `temperature`, there is no top-k/top-p/min-length or other logits
@@ -12,13 +12,12 @@ from the EOS position, never from `tokens != pad`.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.policy import Policy
 
 
 @dataclass
@@ -42,7 +41,7 @@ def sample_from(logp: torch.Tensor, generator: torch.Generator | None = None) ->
 
 @torch.no_grad()
 def sample(
-    policy: Seq2SeqPolicy,
+    policy: Policy,
     input_ids: torch.Tensor,  # (B, S)
     attention_mask: torch.Tensor,  # (B, S)
     max_new_tokens: int,
@@ -53,43 +52,34 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> Samples:
     """Sample (or greedily decode) one response per prompt, recording log-probs and values."""
-    backbone = policy.backbone
     B, device = input_ids.shape[0], input_ids.device
-    encoder_outputs = backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-    next_input = torch.full((B, 1), policy.decoder_start_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    # transformers >= 5.2x names the KV cache `cache`; older releases call it `past_key_values`.
-    cache_arg = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
-    cache = None
     tokens, logprobs, values, masks = [], [], [], []
-    for _ in range(max_new_tokens):
-        out = backbone(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
-                       decoder_input_ids=next_input, use_cache=True, output_hidden_states=True,
-                       return_dict=True, **{cache_arg: cache})
-        cache = getattr(out, cache_arg)
-        logp = F.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)  # (B, V)
+    logits, hidden, cache = policy.start_decoding(input_ids, attention_mask)  # (B, V), (B, H): for y_0
+    for step in range(max_new_tokens):
+        logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, V)
         if greedy:
             token = logp.argmax(dim=-1)  # (B,)
         else:
             token = sample_from(logp, generator)  # (B,)
         alive = ~done
         token = torch.where(alive, token, torch.full_like(token, pad_id))
-        value = policy.value_head(out.decoder_hidden_states[-1][:, -1]).squeeze(-1).float()  # (B,)
+        value = policy.value_head(hidden).squeeze(-1).float()  # (B,)
         tokens.append(token)
         masks.append(alive.float())
         logprobs.append(torch.where(alive, logp.gather(1, token[:, None]).squeeze(1), torch.zeros_like(value)))
         values.append(torch.where(alive, value, torch.zeros_like(value)))
         done = done | (token == eos_id)
-        next_input = token[:, None]
-        if bool(done.all()):
+        if bool(done.all()) or step == max_new_tokens - 1:
             break
+        logits, hidden, cache = policy.decode_step(token, cache)  # for y_{step+1}
     return Samples(tokens=torch.stack(tokens, 1), mask=torch.stack(masks, 1),
                    logprobs=torch.stack(logprobs, 1), values=torch.stack(values, 1), finished=done)
 
 
 @torch.no_grad()
 def generate_texts(
-    policy: Seq2SeqPolicy,
+    policy: Policy,
     tokenizer,
     prompts: list[str],
     max_prompt_len: int = 64,

@@ -37,7 +37,7 @@ from minirlaif.generation import Samples, sample
 from minirlaif.losses import (check_response_batch, entropy_from_logits, explained_variance, gae, group_advantages,
                               k3_kl, kl_penalized_rewards, logprobs_from_logits, masked_mean, ppo_policy_loss,
                               ppo_value_loss, rloo_advantages, sequence_kl)
-from minirlaif.policy import Seq2SeqPolicy, autocast
+from minirlaif.policy import Policy, autocast
 from minirlaif.reward_model import RewardModel
 from minirlaif.settings import SamplingSettings
 from minirlaif.utils import field
@@ -94,7 +94,7 @@ class Rollout:
     finished: torch.Tensor  # (B,) bool
 
 
-def response_logprobs(policy: Seq2SeqPolicy, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def response_logprobs(policy: Policy, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher-forced log pi(y_t) (B, T) and V(s_t) (B, T), 0 at padding, and the logits (B, T, V) / temperature
@@ -106,7 +106,7 @@ def response_logprobs(policy: Seq2SeqPolicy, input_ids: torch.Tensor, attention_
 
 
 @torch.no_grad()
-def rollout(policy: Seq2SeqPolicy, ref_policy: Seq2SeqPolicy, reward_model: RewardModel,
+def rollout(policy: Policy, ref_policy: Policy, reward_model: RewardModel,
             prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, beta: float, cfg: PPOConfig,
             eos_id: int, pad_id: int, generator: torch.Generator | None = None) -> Rollout:
     """Sample one response per prompt and turn it into per-token rewards, advantages and returns."""

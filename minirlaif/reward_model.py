@@ -1,6 +1,7 @@
-"""The reward model: the seq2seq backbone (initialised from SFT) plus a scalar head.
+"""The reward model: the policy's backbone (initialised from SFT) plus a scalar head.
 
-    encoder(instruction), decoder([start] + y) -> h_t (B, T, H)
+    seq2seq: encoder(instruction), decoder([start] + y) -> h_t (B, T+1, H); decoder-only: [x, y] -> h_t
+    (Policy.response_states; column t has read the instruction and y_<t)
     raw r(x, y) = w . h + b, where h is   (pooling="eos")  h at the response's last real token, its EOS
                                           (pooling="mean") the mean of h_t over the response's real tokens
     reward      = gain * raw + bias      (gain, bias fitted after training: mean 0, std 1 on the
@@ -35,17 +36,16 @@ class RewardModel(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
-        d_model = backbone.config.d_model
+        from minirlaif.policy import policy_kind
+
+        self.kind = policy_kind(backbone.config)  # Seq2SeqPolicy or CausalPolicy: where the states come from
+        d_model = backbone.config.hidden_size
         self.head = nn.Linear(d_model, 1)
         nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d_model + 1))
         nn.init.zeros_(self.head.bias)
         # Not parameters: fitted once after training, saved with the model.
         self.register_buffer("gain", torch.tensor(1.0))
         self.register_buffer("bias", torch.tensor(0.0))
-
-    @property
-    def decoder_start_id(self) -> int:
-        return int(self.backbone.config.decoder_start_token_id)
 
     def raw_reward(
         self,
@@ -55,18 +55,12 @@ class RewardModel(nn.Module):
         response_mask: torch.Tensor,  # (B, T) 1 = real response token
     ) -> torch.Tensor:
         """Unnormalised scalar reward (B,) from each response's EOS state or its mean state (see `pooling`)."""
-        start = torch.full_like(responses[:, :1], self.decoder_start_id)
-        decoder_input = torch.cat([start, responses], dim=1)  # (B, T+1): position t+1 has read y_0..y_t
-        encoded = self.backbone.get_encoder()(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
-        hidden = self.backbone.get_decoder()(
-            input_ids=decoder_input, encoder_hidden_states=encoded.last_hidden_state,
-            encoder_attention_mask=attention_mask, use_cache=False, return_dict=True,
-        ).last_hidden_state  # (B, T+1, H)
+        hidden = self.kind.response_states(self.backbone, input_ids, attention_mask, responses)  # (B, T+1, H)
         if self.pooling == "mean":
             mask = response_mask[:, :, None].to(hidden.dtype)  # (B, T, 1): hidden[:, t+1] has read y_t
             pooled = (hidden[:, 1:] * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, H)
         else:
-            last = response_mask.long().sum(dim=1)  # (B,) index in decoder_input of the last real token
+            last = response_mask.long().sum(dim=1)  # (B,) the column that has read the last real token
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, H)
         return self.head(pooled).squeeze(-1).float()  # (B,)
 
@@ -96,13 +90,10 @@ class RewardModel(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, pooling: str = "eos") -> "RewardModel":
         """Load a reward model folder (its saved pooling wins), or start a new head with `pooling` on any
-        seq2seq folder (e.g. runs/sft/model)."""
-        from transformers import AutoModelForSeq2SeqLM
+        seq2seq or decoder-only folder (e.g. runs/sft/model)."""
+        from minirlaif.policy import policy_class
 
-        try:
-            model = cls(AutoModelForSeq2SeqLM.from_pretrained(str(path)), pooling)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot load a seq2seq model for the reward model ({e})") from e
+        model = cls(policy_class(path).load_backbone(path), pooling)
         path = Path(path)
         if (path / HEAD_FILE).exists():
             from safetensors.torch import load_file

@@ -32,7 +32,7 @@ def batch():
 
 def decoder_states(rm: RewardModel, input_ids, attention_mask, response) -> torch.Tensor:
     """Decoder states (T+1, H) of ONE unpadded response, from the plain transformers forward pass."""
-    start = torch.tensor([[rm.decoder_start_id]])
+    start = torch.tensor([[rm.backbone.config.decoder_start_token_id]])
     out = rm.backbone(input_ids=input_ids, attention_mask=attention_mask,
                       decoder_input_ids=torch.cat([start, response[None]], dim=1), output_hidden_states=True)
     return out.decoder_hidden_states[-1][0]
