@@ -30,19 +30,32 @@ def _prompts(b: int = 6, s: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _plain_forward(model, ids, mask, tokens, temperature):
-    """Teacher-forced log pi(y_t), V(s_t), logits/T, by hand: decoder input = [start] + y_<t."""
-    start = torch.full_like(tokens[:, :1], model.decoder_start_id)
-    out = model.backbone(input_ids=ids, attention_mask=mask, decoder_input_ids=torch.cat([start, tokens[:, :-1]], dim=1),
-                         output_hidden_states=True)
-    values = model.value_head(out.decoder_hidden_states[-1]).squeeze(-1)
-    logits = out.logits / temperature
+    """Teacher-forced log pi(y_t), V(s_t), logits/T, by hand. Seq2seq: decoder input = [start] + y_<t.
+    Decoder-only: each row alone, unpadded prompt + response; position S_b - 1 + t predicts y_t."""
+    if hasattr(model, "decoder_start_id"):
+        start = torch.full_like(tokens[:, :1], model.decoder_start_id)
+        out = model.backbone(input_ids=ids, attention_mask=mask,
+                             decoder_input_ids=torch.cat([start, tokens[:, :-1]], dim=1), output_hidden_states=True)
+        hidden, logits = out.decoder_hidden_states[-1], out.logits
+    else:
+        hidden, logits = [], []
+        for b in range(ids.shape[0]):
+            prompt = ids[b, mask[b].bool()]
+            sequence = torch.cat([prompt, tokens[b]])[None]
+            out = model.backbone(input_ids=sequence, attention_mask=torch.ones_like(sequence), output_hidden_states=True)
+            S = len(prompt)
+            hidden.append(out.hidden_states[-1][0, S - 1 : -1])
+            logits.append(out.logits[0, S - 1 : -1])
+        hidden, logits = torch.stack(hidden), torch.stack(logits)
+    values = model.value_head(hidden).squeeze(-1)
+    logits = logits / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return logp, values, logits
 
 
-def _models():
+def _models(preset: str = "tiny"):
     """Policy, reference and reward model that differ: a KL of 0 or a zero value head would hide mistakes."""
-    policy, ref, rm = tiny_models(seed=7, vocab_size=VOCAB)
+    policy, ref, rm = tiny_models(seed=7, vocab_size=VOCAB, preset=preset)
     with torch.no_grad():
         gen = torch.Generator().manual_seed(8)
         for p in ref.parameters():
@@ -52,8 +65,9 @@ def _models():
     return policy, ref, rm
 
 
-def test_ppo_rollout_and_update_equal_a_hand_built_iteration():
-    policy, ref, rm = _models()
+@pytest.mark.parametrize("preset", ["tiny", "gpt2-tiny"])  # seq2seq and decoder-only
+def test_ppo_rollout_and_update_equal_a_hand_built_iteration(preset):
+    policy, ref, rm = _models(preset)
     ids, mask = _prompts()
     beta = 0.3
     cfg = PPOConfig(temperature=2.0, max_new_tokens=10, missing_eos_penalty=-1.5, gamma=0.9, lam=0.8,

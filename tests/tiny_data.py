@@ -61,17 +61,18 @@ def train_tiny_sft(out: Path, paths: dict[str, Path], *extra: str) -> Path:
     return out
 
 
-def tiny_models(seed: int = 0, vocab_size: int = 200):
-    """A random tiny policy, a frozen copy as reference, and a reward model on another copy."""
+def tiny_models(seed: int = 0, vocab_size: int = 200, preset: str = "tiny"):
+    """A random tiny policy (T5 `tiny` or decoder-only `gpt2-tiny`), a frozen copy as reference, and a reward
+    model on another copy."""
     import copy
 
     import torch
 
-    from minirlaif.policy import Seq2SeqPolicy
+    from minirlaif.policy import new_policy
     from minirlaif.reward_model import RewardModel
 
     torch.manual_seed(seed)
-    policy = Seq2SeqPolicy.from_preset("tiny", vocab_size=vocab_size, pad_id=0, eos_id=1).eval()
+    policy = new_policy(preset, vocab_size, 0, 1).eval()
     ref = copy.deepcopy(policy).requires_grad_(False)
     rm = RewardModel(copy.deepcopy(policy.backbone)).eval().requires_grad_(False)
     return policy, ref, rm
