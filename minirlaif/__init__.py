@@ -3,7 +3,7 @@
 Layers (imports point downwards only):
     scripts   train_sft.py, train_rm.py, train_ppo.py, evaluate.py
     loops     ppo.py, feedback/
-    models    policy.py, reward_model.py, checkpoint.py
+    models    policy.py (the interface; seq2seq), causal_policy.py (decoder-only), reward_model.py, checkpoint.py
     math      losses.py
     metrics   metrics/ (strings in, numbers out)
     sandbox   sandbox.py (a leaf: imports nothing from minirlaif)

@@ -93,8 +93,11 @@ class HFTokenizer(Tokenizer):
 
     def __init__(self, hf_tokenizer):
         self.hf = hf_tokenizer
-        if hf_tokenizer.pad_token_id is None or hf_tokenizer.eos_token_id is None:
-            raise InputError(f"tokenizer {hf_tokenizer.name_or_path!r} lacks a pad or eos token")
+        missing = [name for name in ("pad", "eos") if getattr(hf_tokenizer, f"{name}_token_id") is None]
+        if missing:  # many decoder-only tokenizers (GPT-2's) have no pad token; any token will do, masks say what is real
+            raise InputError(f"tokenizer {hf_tokenizer.name_or_path!r} has no {' and no '.join(missing)} token; "
+                             "set one and save the tokenizer into the model folder, e.g. "
+                             "tok.pad_token = tok.eos_token; tok.save_pretrained(folder)")
         self.pad_id, self.eos_id = hf_tokenizer.pad_token_id, hf_tokenizer.eos_token_id
         self.vocab_size = len(hf_tokenizer)
 

@@ -69,6 +69,15 @@ def build_inputs(base: Path) -> dict:
                                                                    '{"question_id": 2, "text": "caf\u00e9"}'.encode("latin-1")])
     p["no_model"] = bad / "no_model_here"
     p["no_model"].mkdir()
+    from tokenizers import Tokenizer, models
+    from transformers import CLIPVisionConfig, PreTrainedTokenizerFast
+
+    CLIPVisionConfig().save_pretrained(bad / "vision_model")  # a model that is neither seq2seq nor decoder-only
+    p["vision_model"] = bad / "vision_model"
+    words = models.WordLevel({"a": 0, "</s>": 1, "<unk>": 2}, "<unk>")
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(words), eos_token="</s>", unk_token="<unk>").save_pretrained(
+        bad / "no_pad_tok")  # no pad token, as GPT-2's
+    p["no_pad_tok"] = bad / "no_pad_tok"
 
     # An SFT run (a few steps: only its shape matters here) and a reward model made from it.
     sft_args = ["--data", str(tiny["train"]), "--eval-data", str(tiny["eval"]), "--api-db", str(tiny["api"]),
@@ -177,6 +186,14 @@ CASES = {
     "sft_model_folder_without_model": ("train_sft.py",
                                        lambda p, o: sft(p, o, "train", "eval", "api", "--model", str(p["no_model"])),
                                        ["no_model_here"]),
+    "sft_model_neither_kind": ("train_sft.py",
+                               lambda p, o: sft(p, o, "train", "eval", "api", "--model", str(p["vision_model"]),
+                                                "--tokenizer", str(p["sft"] / "model")),
+                               ["vision_model: a 'clip_vision_model' model is neither seq2seq nor decoder-only"]),
+    "sft_tokenizer_without_pad": ("train_sft.py",
+                                  lambda p, o: sft(p, o, "train", "eval", "api", "--model", str(p["sft"] / "model"),
+                                                   "--tokenizer", str(p["no_pad_tok"])),
+                                  ["no_pad_tok", "has no pad token", "tok.pad_token = tok.eos_token"]),
     "sft_resume_corrupt_checkpoint": ("train_sft.py", lambda p, o: sft(p, p["sft_corrupt"], "train", "eval", "api",
                                                                        "--resume"),
                                       ["state.pt: not a readable checkpoint", "to start over"]),

@@ -154,3 +154,19 @@ def test_bad_models_are_refused_in_one_line(tmp_path):
     long = torch.ones(1, 200, dtype=torch.long)
     with pytest.raises(InputError, match="max_position_embeddings"):
         policy(long, torch.ones_like(long), torch.ones(1, 60, dtype=torch.long))  # 260 > 256 positions
+
+
+def test_a_tokenizer_without_a_pad_token_is_refused_with_the_fix(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from minirlaif.tokenizer import load_tokenizer
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "</s>": 1, "<unk>": 2}, "<unk>")),
+                                   eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(tmp_path / "no_pad")
+    with pytest.raises(InputError, match=r"has no pad token; set one .*tok.pad_token = tok.eos_token"):
+        load_tokenizer(tmp_path / "no_pad")
+    fast.pad_token = fast.eos_token
+    fast.save_pretrained(tmp_path / "with_pad")
+    assert load_tokenizer(tmp_path / "with_pad").pad_id == 1

@@ -22,7 +22,7 @@ from minirlaif import distributed
 from minirlaif.data.apibench import load_apibench
 from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.losses import gae, masked_mean, masked_var, masked_whiten
-from minirlaif.policy import Seq2SeqPolicy
+from minirlaif.policy import Seq2SeqPolicy, new_policy
 from minirlaif.ppo import PPOConfig, Rollout, rollout, update
 from minirlaif.tokenizer import SentencePieceTokenizer
 from tiny_data import tiny_models, write_tiny
@@ -130,7 +130,7 @@ CFG = PPOConfig(max_new_tokens=12, ppo_epochs=2, minibatch_size=4, whiten_scores
 
 def _ppo(rank, world, tmp):
     saved = torch.load(Path(tmp) / "in.pt", weights_only=False)
-    policy, ref, rm = tiny_models()
+    policy, ref, rm = tiny_models(preset=saved["preset"])
     policy.load_state_dict(saved["policy"])
 
     # 1. rollout() on this rank's prompts (its own seed): scores and advantages whitened over the global batch
@@ -170,12 +170,13 @@ def cut(batch: Rollout, lengths: list[int], pad_id: int = 0) -> Rollout:
     return Rollout(**{**{f.name: getattr(batch, f.name) for f in fields(Rollout)}, **changes})
 
 
-def test_ppo_update_on_two_processes_equals_one_process(tmp_path):
-    policy, ref, rm = tiny_models()
+@pytest.mark.parametrize("preset", ["tiny", "gpt2-tiny"])  # seq2seq and decoder-only
+def test_ppo_update_on_two_processes_equals_one_process(tmp_path, preset):
+    policy, ref, rm = tiny_models(preset=preset)
     ids, mask = tiny_prompts()
     full = rollout(policy, ref, rm, ids, mask, 0.1, CFG, 1, 0, torch.Generator().manual_seed(0))
     full = cut(full, [5, 9, 3, 7, 12, 2, 8, 12])  # rank 0's half is narrower than rank 1's
-    torch.save({"policy": policy.state_dict(), "batch": full}, tmp_path / "in.pt")
+    torch.save({"policy": policy.state_dict(), "batch": full, "preset": preset}, tmp_path / "in.pt")
     one = copy.deepcopy(policy)
     # SGD: Adam's first steps are about lr * sign(gradient), so a gradient component within float noise of 0
     # could flip by 2 lr between two summation orders; SGD moves every weight by lr * gradient.
@@ -369,3 +370,55 @@ def test_evaluate_responses_under_torchrun_scores_once(tiny_init, tmp_path):
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert ev.stdout.count("exact API match") == 1
     assert len((tmp_path / "eval" / "responses.examples.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_decoder_only_chain_in_one_and_two_processes(tmp_path):
+    """--preset gpt2-tiny through every script: SFT in 2 processes equals 1 (same global batch, dropout-free
+    start), then RM, PPO and DPO under torchrun, and evaluation; checkpoints load as plain causal LMs."""
+    from transformers import AutoModelForCausalLM
+
+    tiny = write_tiny(tmp_path / "data")
+    records = load_apibench(tiny["train"])
+    tok = SentencePieceTokenizer.train([format_prompt(r) for r in records] + [format_target(r) for r in records], 300)
+    torch.manual_seed(0)
+    init = new_policy("gpt2-tiny", tok.vocab_size, tok.pad_id, tok.eos_id)
+    init.config.resid_pdrop = init.config.embd_pdrop = init.config.attn_pdrop = 0.0  # as saved: dropout-free
+    init.save_pretrained(tmp_path / "init")
+    tok.save(tmp_path / "init")
+
+    sft = [*data_args(tiny), "--model", tmp_path / "init", "--samples", "0", "--warmup-steps", "2", "--max-steps", "4",
+           "--grad-accum", "2", "--eval-every", "2", "--log-every", "1"]
+    one = python("train_sft.py", *sft, "--batch-size", "8", "--out", tmp_path / "sft1")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun("train_sft.py", *sft, "--batch-size", "4", "--out", tmp_path / "sft2")
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = weights(tmp_path / "sft1"), weights(tmp_path / "sft2")
+    assert any(not torch.equal(a[k], v) for k, v in load_file(str(tmp_path / "init" / "model.safetensors")).items())
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=0), (k, (a[k] - b[k]).abs().max())
+    AutoModelForCausalLM.from_pretrained(tmp_path / "sft2" / "model")
+
+    rm = torchrun("train_rm.py", *data_args(tiny), "--sft", tmp_path / "sft2", "--out", tmp_path / "rm", "--prompts", "0",
+                  "--k", "2", "--max-new-tokens", "12", "--epochs", "1", "--batch-size", "4", "--rm-loss", "bce")
+    assert rm.returncode == 0, rm.stderr[-3000:]
+    ppo = torchrun("train_ppo.py", *data_args(tiny), "--sft", tmp_path / "sft2", "--rm", tmp_path / "rm", "--out",
+                   tmp_path / "ppo", "--iterations", "2", "--rollouts", "8", "--minibatch-size", "4", "--ppo-epochs", "2",
+                   "--max-new-tokens", "12")
+    assert ppo.returncode == 0, ppo.stderr[-3000:]
+    assert len((tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert any(not torch.equal(v, weights(tmp_path / "ppo")[k]) for k, v in b.items())
+    samples = [json.loads(line) for line in (tmp_path / "rm" / "samples.jsonl").read_text().splitlines()]
+    pairs = [{"prompt": r["prompt"], "chosen": r["response"], "rejected": r["response"][:5], "chosen_score": 1.0,
+              "rejected_score": 0.0} for r in samples[:12]]
+    dpo_rm = tmp_path / "dpo_pairs"
+    dpo_rm.mkdir()
+    (dpo_rm / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[:8]))
+    (dpo_rm / "heldout_pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs[8:]))
+    dpo = torchrun("train_dpo.py", "--device", "cpu", "--sft", tmp_path / "sft2", "--rm", dpo_rm, "--epochs", "1",
+                   "--batch-size", "4", "--max-new-tokens", "12", "--out", tmp_path / "dpo")
+    assert dpo.returncode == 0, dpo.stderr[-3000:]
+    ev = python("evaluate.py", *data_args(tiny), "--models", f"{tmp_path / 'sft2'},{tmp_path / 'ppo'}", "--runs", "1",
+                "--limit", "6", "--max-new-tokens", "12", "--exec-mode", "static", "--out", tmp_path / "eval")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert len((tmp_path / "eval" / "ppo.examples.jsonl").read_text().splitlines()) == 6
