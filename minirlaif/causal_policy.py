@@ -13,16 +13,14 @@ tokens are predicted, so SFT's cross-entropy never includes the prompt.
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
 from minirlaif.errors import InputError
-from minirlaif.policy import Policy, cache_kwarg
+from minirlaif.policy import Policy, cache_kwarg, forward_arguments
 
 # GPT-2 presets built from scratch, sized like the T5 presets of the same name (tiny T5: 1.18M parameters
-# with a 2,000-token vocabulary; gpt2-tiny: 1.07M). n_positions covers prompt (64) + response (128) tokens.
+# with a 2,000-token vocabulary; gpt2-tiny: 1.08M). n_positions covers prompt (64) + response (128) tokens.
 PRESETS: dict[str, dict] = {
     "gpt2-tiny": dict(n_embd=128, n_layer=4, n_head=4, n_inner=512, n_positions=256),
     "gpt2-small": dict(n_embd=256, n_layer=8, n_head=4, n_inner=1024, n_positions=256),
@@ -123,4 +121,4 @@ def check_length(config, length: int) -> None:
 
 
 def accepts(backbone: nn.Module, argument: str) -> bool:
-    return argument in inspect.signature(backbone.forward).parameters
+    return argument in forward_arguments(type(backbone))

@@ -21,6 +21,7 @@ The value head starts at zero (weights and bias), so PPO begins with V = 0 rathe
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 from pathlib import Path
@@ -52,9 +53,15 @@ def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+@functools.lru_cache(maxsize=None)
+def forward_arguments(model_class: type) -> frozenset[str]:
+    """The argument names of a transformers model class's forward (looked up once per class)."""
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
 def cache_kwarg(backbone: nn.Module) -> str:
     """transformers >= 5.2x names the KV cache argument `cache`; older releases `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+    return "cache" if "cache" in forward_arguments(type(backbone)) else "past_key_values"
 
 
 class Policy(nn.Module):
