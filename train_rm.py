@@ -33,8 +33,9 @@ from minirlaif.checkpoint import model_dir, resume_hint
 from minirlaif.data.prompts import extract_program, format_prompt
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
-from minirlaif.feedback import (FeedbackCache, Item, JudgeError, ScoredSample, build_judge, build_pairs, label,
+from minirlaif.feedback import (FeedbackCache, Item, JudgeError, Pair, ScoredSample, build_judge, build_pairs, label,
                                 parse_weights, score_stats, write_pairs, write_scored_samples)
+from minirlaif.feedback.variants import variant_items
 from minirlaif.generation import generate_texts
 from minirlaif.jsonl import read_jsonl
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
@@ -72,6 +73,8 @@ class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings, Judg
     batch_size: int = field(32, "pairs (or samples, bce mode) per step (per process under torchrun)",
                             type=flags.positive_int)
     lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)", type=flags.positive_float)
+    arg_variants: int = field(0, "per training sample the judge found right on its arguments: this many copies "
+                              "with one literal changed, judged, each paired against it (0 = none)", type=flags.count)
 
     def check(self) -> str | None:
         """Flags that are fine alone but not together (argparse reports it in one line)."""
@@ -133,22 +136,44 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
 
 # ---- stage 2: judge ----------------------------------------------------------------------------------
 def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str, float], out: Path,
-                device, cache: FeedbackCache) -> tuple[list[ScoredSample], str]:
-    """Every sample scored by the judge (answers cached one by one): (scored samples, judge name)."""
+                device, cache: FeedbackCache) -> tuple[list[ScoredSample], list, str]:
+    """Every sample scored by the judge (answers cached one by one): (scored samples, argument variants
+    (--arg-variants), judge name)."""
     try:
         judge = build_judge(cfg, data, device)
         items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
                       records[r["index"]]) for r in rows]
         feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
+        samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
+                   for r, fb in zip(rows, feedbacks)]
+        variants = variant_stage(cfg, judge, records, samples, weights, cache)
     except JudgeError as e:
         raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
                          "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
     finally:
         cache.close()
-    samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
-               for r, fb in zip(rows, feedbacks)]
     write_scored_samples(samples, out / "scored.jsonl")
-    return samples, judge.name
+    if variants:
+        write_scored_samples([v for _, v in variants], out / "variants.jsonl")
+    return samples, variants, judge.name
+
+
+def variant_stage(cfg: Config, judge, records, samples: list[ScoredSample], weights: dict[str, float],
+                  cache: FeedbackCache) -> list[tuple[ScoredSample, ScoredSample]]:
+    """--arg-variants: (sample, its copy with one literal changed, judged) for each sample the judge found
+    right on its arguments (feedback/variants.py)."""
+    if not cfg.arg_variants:
+        return []
+    right = [s for s in samples if any(a.question_id == "api_args" and a.p_good >= 0.5 for a in s.feedback.answers)]
+    found = variant_items([s.response for s in right], cfg.arg_variants, cfg.seed)
+    items = []
+    for i, variant in found:
+        record = records[right[i].meta["index"]]
+        items.append(Item(record.instruction, record.api_data, extract_program(variant), record))
+    feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
+    print(f"{len(found)} argument variants of the {len(right)} samples with the right arguments")
+    return [(right[i], ScoredSample(right[i].prompt, variant, fb.score, fb, {**right[i].meta, "variant": True}))
+            for (i, variant), fb in zip(found, feedbacks)]
 
 
 # ---- stage 4: reward model --------------------------------------------------------------------------
@@ -185,15 +210,19 @@ def pearson(x: list[float], y: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
-def split_and_pair(samples: list[ScoredSample], cfg: Config, out: Path | None):
+def split_and_pair(samples: list[ScoredSample], variants: list[tuple[ScoredSample, ScoredSample]], cfg: Config,
+                   out: Path | None):
     """A seeded --heldout-fraction of the prompts is held out; pairs are built within each part (and written
-    to `out`, on rank 0). Returns (train samples, held-out samples, train pairs, held-out pairs)."""
+    to `out`, on rank 0), plus (sample, variant) pairs of training prompts whose score gap exceeds --margin.
+    Returns (train samples, held-out samples, train pairs, held-out pairs)."""
     prompts = sorted({s.prompt for s in samples})
     random.Random(cfg.seed + 1).shuffle(prompts)
     heldout = set(prompts[: max(1, int(len(prompts) * cfg.heldout_fraction))])
     train_samples = [s for s in samples if s.prompt not in heldout]
     test_samples = [s for s in samples if s.prompt in heldout]
     train_pairs = build_pairs(train_samples, cfg.margin, cfg.pair_strategy)
+    train_pairs += [Pair(s.prompt, s.response, v.response, s.score, v.score) for s, v in variants
+                    if s.prompt not in heldout and s.score - v.score > cfg.margin]
     test_pairs = build_pairs(test_samples, cfg.margin, "all")
     if out is not None:
         write_pairs(train_pairs, out / "pairs.jsonl")
@@ -253,11 +282,12 @@ def main(cfg: Config) -> dict:
 
     # ---- 1. sample, 2. judge (every answer cached; under torchrun rank 0 asks, the others wait for its scores) ----
     rows = sample_stage(cfg, records, out, device)
-    samples, judge_name = distributed.broadcast_object(
+    samples, variants, judge_name = distributed.broadcast_object(
         judge_stage(cfg, data, records, rows, weights, out, device, cache) if run.main else None)
 
     # ---- 3. pairs, split by prompt ----
-    train_samples, test_samples, train_pairs, test_pairs = split_and_pair(samples, cfg, out if run.main else None)
+    train_samples, test_samples, train_pairs, test_pairs = split_and_pair(samples, variants, cfg,
+                                                                          out if run.main else None)
 
     # ---- 4. train the reward model: Bradley-Terry on the pairs (or pointwise BCE) ----
     tokenizer = load_tokenizer(sft)
