@@ -272,6 +272,29 @@ def test_builtin_first_entry_in_file_order_wins():
     assert m.matched_index == 0 and m.error  # math.gcd is entry 0, even though it comes second
 
 
+def test_builtin_arguments_are_the_values_the_names_are_bound_to():
+    """The built-in gold calls pass names (`calendar.weekday(year, month, day)`); the values are in the record's
+    code. A program with the right names but another value (issue 14's greedy sample: year = 2015 for 2033) must
+    not pass the arguments check; the same values inlined or under other names must."""
+    gold = {"api_call": "math.gcd(a, b)", "api_data": dict(BUILTIN_DB[0]),
+            "code": "import math\n\na = 63\nb = 28\nresult = math.gcd(a, b)\nprint(result)\n"}
+    cases = {
+        "import math\n\na = 63\nb = 28\nresult = math.gcd(a, b)\nprint(result)\n": True,  # the reference
+        "import math\n\na = 8\nb = 28\nresult = math.gcd(a, b)\nprint(result)\n": False,  # a wrong value
+        "import math\nprint(math.gcd(63, 28))\n": True,  # inlined
+        "import math\nx, y = 1, 2\nn = 28\nm = 63\nprint(math.gcd(m, n))\n": True,  # other names, same values
+        "import math\na = 63\nb = 28\na = a + 1\nprint(math.gcd(a, b))\n": False,  # rebound to an expression
+        "import math\nprint(math.gcd(a, b))\na = 63\nb = 28\n": False,  # bound only after the call
+        "import math\nprint(math.gcd(a, b))\n": False,  # never bound: "a" is not 63
+    }
+    for program, want in cases.items():
+        m = ast_match(program, gold, BUILTIN_DB, "builtin")
+        assert m.exact_api and m.args_match is want, program
+    # without code the gold names stay names, compared as text (Gorilla gold calls hold literals)
+    bare = {"api_call": "math.gcd(a, b)", "api_data": dict(BUILTIN_DB[0])}
+    assert ast_match("import math\nprint(math.gcd(a, b))\n", bare, BUILTIN_DB, "builtin").args_match
+
+
 # ---------------------------------------------------------------- the real files
 
 

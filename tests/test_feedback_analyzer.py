@@ -120,3 +120,20 @@ def test_torchhub_programs_are_matched_without_gorillas_markers():
     it = Item(record.instruction, record.api_data, program, record)
     got = {q.id: judge.ask(Query(it, q, [])).p_yes for q in QUESTIONS}
     assert got["api_exists"] == got["api_fits"] == got["api_args"] == 1.0
+
+
+def test_api_args_checks_the_values_not_the_names():
+    """Issue 14: the built-in gold calls pass names bound in the reference program; a sample that passes the same
+    names bound to other values (the SFT model's `year = 2015` for 2033) has the wrong arguments."""
+    weekday = api("calendar.weekday", "calendar.weekday(year, month, day)", "Dates", "Day of the week.")
+    record = APIRecord(instruction="Find the weekday index for day 25 of month 11 in 2033.",
+                       api_call="calendar.weekday(year, month, day)", domain="Dates", provider="Python",
+                       code="import calendar\n\nyear = 2033\nmonth = 11\nday = 25\n"
+                            "result = calendar.weekday(year, month, day)\nprint(result)\n",
+                       api_data=weekday, source="test", line=1, api_name="calendar.weekday")
+    judge = AnalyzerJudge([weekday], hub="builtin", timeout_s=10)
+    wrong = record.code.replace("2033", "2015")
+    right, changed = label(judge, [Item(record.instruction, weekday, p, record) for p in (record.code, wrong)],
+                           progress=False)
+    p_args = [next(a.p_good for a in fb.answers if a.question_id == "api_args") for fb in (right, changed)]
+    assert p_args == [1.0, 0.0]
