@@ -88,7 +88,7 @@ def batch_loss(policy, pairs, pad_id, device) -> tuple[torch.Tensor, int]:
     src, src_mask = pad_right([p for p, _ in pairs], pad_id, device)  # (B, S)
     tgt, tgt_mask = pad_right([t for _, t in pairs], pad_id, device)  # (B, T)
     with autocast(device):
-        logits, _ = policy(src, src_mask, tgt)  # (B, T, V): the decoder reads [start] + tgt_<T
+        logits, _ = policy(src, src_mask, tgt)  # (B, T, V): position t has read the prompt and tgt_<t
     nll = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), reduction="none").view_as(tgt)  # (B, T)
     n_tokens = int(tgt_mask.sum())
     return (nll * tgt_mask).sum() / n_tokens, n_tokens

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from minirlaif.errors import InputError
+from minirlaif.policy import policy_kind
 
 HEAD_FILE = "reward_head.safetensors"
 NORM_FILE = "reward_norm.json"  # gain, bias and pooling
@@ -36,8 +37,6 @@ class RewardModel(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
-        from minirlaif.policy import policy_kind
-
         self.kind = policy_kind(backbone.config)  # Seq2SeqPolicy or CausalPolicy: where the states come from
         d_model = backbone.config.hidden_size
         self.head = nn.Linear(d_model, 1)

@@ -137,3 +137,9 @@ def test_api_args_checks_the_values_not_the_names():
                            progress=False)
     p_args = [next(a.p_good for a in fb.answers if a.question_id == "api_args") for fb in (right, changed)]
     assert p_args == [1.0, 0.0]
+
+
+def test_answers_cached_under_older_rules_are_not_reused():
+    """The arguments rule changed (names -> values): the judge's name, the cache key, names its rules version."""
+    name = AnalyzerJudge(API_DB, hub="builtin").name
+    assert f":rules{analyzer_module.RULES}:" in name and analyzer_module.RULES >= 2

@@ -39,6 +39,10 @@ from minirlaif.metrics.ast_match import ASTMatch, as_gorilla_response, ast_match
 from minirlaif.metrics.static_check import StaticResult, missing_imports, static_check, undefined_names
 from minirlaif.sandbox import run_program, run_programs
 
+# Bumped when an answer rule changes, so that answers cached under older rules are asked again. 2: the arguments
+# check compares values (a name stands for the literal it was bound to), not names (2026-11-30).
+RULES = 2
+
 
 @dataclass
 class Run:
@@ -110,9 +114,9 @@ class AnalyzerJudge(Judge):
         self.memory_mb = memory_mb
         self.sandbox_workers = sandbox_workers
         self.max_workers = max_workers
-        # The database and the mode change the answers, so they are part of the name (the cache key).
+        # The rules, the database and the mode change the answers, so they are part of the name (the cache key).
         mode = "exec" if self.execute else "static"
-        self.name = f"analyzer:{hub}:{mode}:{_sha(list(api_database))[:12]}"
+        self.name = f"analyzer:{hub}:{mode}:rules{RULES}:{_sha(list(api_database))[:12]}"
         self._runs: dict[str, Run] = {}  # program hash -> its run, from `prepare` or the first question
         self._memo: OrderedDict[str, Analysis] = OrderedDict()  # item hash -> analysis (bounded)
         self._memo_size = memo_size
