@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from minirlaif.errors import InputError
-from minirlaif.policy import policy_kind
+from minirlaif.policy import policy_class, policy_kind
 
 HEAD_FILE = "reward_head.safetensors"
 NORM_FILE = "reward_norm.json"  # gain, bias and pooling
@@ -90,8 +90,6 @@ class RewardModel(nn.Module):
     def from_pretrained(cls, path: str | Path, pooling: str = "eos") -> "RewardModel":
         """Load a reward model folder (its saved pooling wins), or start a new head with `pooling` on any
         seq2seq or decoder-only folder (e.g. runs/sft/model)."""
-        from minirlaif.policy import policy_class
-
         model = cls(policy_class(path).load_backbone(path), pooling)
         path = Path(path)
         if (path / HEAD_FILE).exists():

@@ -38,6 +38,7 @@ def test_literals_that_cannot_change_and_programs_without_literals():
     rng = random.Random(0)
     assert changed_literal('""', rng) is None
     assert changed_literal("1j", rng) is None
+    assert changed_literal('f"{x} cm"', rng) is None
     assert int(changed_literal("0", random.Random(3))) > 0  # never a negative literal
     assert argument_variant("import math\nprint(math.pi)\n", rng) is None
     assert argument_variant("print(1 +\n", rng) is None  # the tokenizer fails: no variant, no crash

@@ -30,10 +30,12 @@ def literal_spans(program: str) -> list[tuple[int, int, int]]:
 
 def changed_literal(text: str, rng: random.Random) -> str | None:
     """Another literal of the same kind: a number moved by a non-zero offset, or a string with one character
-    changed. None when the literal cannot be changed this way (an empty string, a number with a suffix)."""
+    changed. None when the literal cannot be changed this way (an empty string, an f-string, a complex number)."""
     if text[-1] in "\"'":
         quote = 3 if text.endswith(text[-1] * 3) and len(text) >= 6 else 1
         prefix = len(text) - len(text.lstrip("rRbBuUfF"))
+        if "f" in text[:prefix].lower():
+            return None  # an f-string: a changed brace would break it, not its value
         body_start, body_end = prefix + quote, len(text) - quote
         if body_end <= body_start:
             return None
@@ -72,6 +74,6 @@ def variant_items(programs: list[str], count: int, seed: int) -> list[tuple[int,
     for i, program in enumerate(programs):
         for j in range(count):
             variant = argument_variant(program, random.Random(f"{seed}:{i}:{j}"))
-            if variant is not None and variant != program:
+            if variant is not None:
                 out.append((i, variant))
     return out

@@ -33,8 +33,8 @@ Beyond Gorilla, on a match:
   ignored), anything else its text without whitespace. A bare name stands for the literal that the
   last top-level `name = literal` assignment before the call bound to it (`_bindings`): in the
   candidate, its own assignments; in the gold call, those of the record's `code`. So `year = 2015`
-  then `f(year)` passes 2015, not "year" (the built-in benchmark's gold calls are all such names). Keyword names, positional-vs-keyword style
-  and order are ignored (`torch.hub.load('repo', 'm')` passes `torch.hub.load(repo_or_dir='repo',
+  then `f(year)` passes 2015, not "year" (the built-in benchmark's gold calls are all such names).
+  Keyword names, positional-vs-keyword style and order are ignored (`torch.hub.load('repo', 'm')` passes `torch.hub.load(repo_or_dir='repo',
   model='m')`); extra arguments in the response are allowed; values must be equal, not substrings.
 """
 
@@ -303,39 +303,39 @@ def _is_literal(node: tree_sitter.Node) -> bool:
     return True
 
 
-def _bindings(root: tree_sitter.Node) -> list[tuple[int, bytes, str | None]]:
-    """(start byte, name, normalised value or None) of every top-level `name = ...` assignment, in order;
-    the value is None when the right side is not a literal (the name is then unknown from there on)."""
-    out = []
+def _bindings(root: tree_sitter.Node, before: float = float("inf")) -> dict[bytes, str | None]:
+    """name -> normalised value bound by the last top-level `name = ...` assignment that starts before byte
+    `before`; None when that right side is not a literal (the name's value is then unknown)."""
+    bound: dict[bytes, str | None] = {}
     for statement in root.named_children:
+        if statement.start_byte >= before:
+            break
         node = statement.named_children[0] if statement.type == "expression_statement" and statement.named_children else None
         if node is None or node.type != "assignment":
             continue
         left, right = node.child_by_field_name("left"), node.child_by_field_name("right")
         if left is not None and right is not None and left.type == "identifier":
-            out.append((statement.start_byte, left.text, _arg_value(right) if _is_literal(right) else None))
-    return out
+            bound[left.text] = _arg_value(right) if _is_literal(right) else None
+    return bound
 
 
-def _resolved_value(node: tree_sitter.Node, bindings, before: int) -> str:
-    """_arg_value of an argument, a bare name replaced by the literal last bound to it before byte `before`."""
+def _resolved_value(node: tree_sitter.Node, bound: dict[bytes, str | None]) -> str:
+    """_arg_value of an argument, a bare name replaced by the literal `bound` gives it (see _bindings)."""
     value = node.child_by_field_name("value") if node.type == "keyword_argument" else node
-    if value is not None and value.type == "identifier":
-        bound = [v for start, name, v in bindings if name == value.text and start < before]
-        if bound and bound[-1] is not None:
-            return bound[-1]
+    if value is not None and value.type == "identifier" and bound.get(value.text) is not None:
+        return bound[value.text]
     return _arg_value(node)
 
 
-def _arg_values(call: tree_sitter.Node, bindings=(), before: int | None = None) -> list[str]:
-    """The normalised argument values of a call; names resolved through `bindings` (see _bindings)."""
+def _arg_values(call: tree_sitter.Node, bound: dict[bytes, str | None] | None = None) -> list[str]:
+    """The normalised argument values of a call; bare names resolved through `bound` (see _bindings)."""
+    bound = bound or {}
     args = call.child_by_field_name("arguments")
     if args is None:
         return []
-    at = call.start_byte if before is None else before
     if args.type != "argument_list":  # f(x for x in y): the generator is the one argument
-        return [_resolved_value(args, bindings, at)]
-    return [_resolved_value(a, bindings, at) for a in args.named_children if a.type != "comment"]
+        return [_resolved_value(args, bound)]
+    return [_resolved_value(a, bound) for a in args.named_children if a.type != "comment"]
 
 
 def _gold(record) -> dict:
@@ -370,15 +370,14 @@ def _args_match(candidate: str, record) -> bool:
     if gold is None:
         return False
     code = record.get("code") if isinstance(record, Mapping) else getattr(record, "code", "")
-    gold_bindings = _bindings(parse_python(code).root_node) if code else []
-    callee, wanted = gold.children[0].text, _arg_values(gold, gold_bindings, before=1 << 62)
+    gold_bound = _bindings(parse_python(code).root_node) if code else {}  # the reference program's final bindings
+    callee, wanted = gold.children[0].text, _arg_values(gold, gold_bound)
     root = parse_python(candidate).root_node
-    bindings = _bindings(root)
     stack = [root]
     while stack:
         node = stack.pop()
         if node.type == "call" and node.children[0].text == callee:
-            have = set(_arg_values(node, bindings))
+            have = set(_arg_values(node, _bindings(root, before=node.start_byte)))
             if all(v in have for v in wanted):
                 return True
         stack.extend(node.children)
