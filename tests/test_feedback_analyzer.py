@@ -34,7 +34,8 @@ CASES = {
     "syntax_error": ("import math\nprint(math.gcd(12, 18)\n", [0, 0, 0, 1, 1, 1, 1, 0]),
     "hallucinated_api": ("import math\nprint(math.greatest_divisor(12, 18))\n", [1, 1, 0, 0, 0, 0, 0, 0]),
     "wrong_arguments": ("import math\nprint(math.gcd(12, 24))\n", [1, 1, 1, 0, 1, 1, 0, 1]),
-    "same_domain_api": ("import math\nprint(math.lcm(12, 18))\n", [1, 1, 1, 0, 1, 1, 0, 1]),
+    # lcm for a gcd task: the same builtin domain, but another function; it does not fit the task (rules 3)
+    "same_domain_api": ("import math\nprint(math.lcm(12, 18))\n", [1, 1, 1, 0, 1, 0, 0, 1]),
     "other_domain_api": ("import statistics\nprint(statistics.mean([12, 18]))\n", [1, 1, 1, 0, 1, 0, 0, 1]),
     "prints_nothing": ("import math\nx = math.gcd(12, 18)\n", [1, 1, 1, 0, 1, 1, 1, 0.5]),
 }
@@ -120,6 +121,26 @@ def test_torchhub_programs_are_matched_without_gorillas_markers():
     it = Item(record.instruction, record.api_data, program, record)
     got = {q.id: judge.ask(Query(it, q, [])).p_yes for q in QUESTIONS}
     assert got["api_exists"] == got["api_fits"] == got["api_args"] == 1.0
+
+
+def test_api_fits_takes_the_domain_on_gorilla_hubs_and_the_api_on_the_builtin_one():
+    """Issue 14: PPO raised executability by moving to another API of the gold one's domain (lcm for gcd),
+    which the analyzer counted as fitting the task. A Gorilla domain is a task (any classifier classifies);
+    a builtin domain is a family of different functions."""
+    def call(repo, model):
+        return f"torch.hub.load(repo_or_dir='{repo}', model='{model}', pretrained=True)"
+
+    db = [{**api(name, "f(x)", "Classification", name), "api_name": name, "api_call": call("pytorch/vision", name)}
+          for name in ("resnet18", "alexnet")]
+    record = APIRecord("Classify images.", db[0]["api_call"], "Classification", "PyTorch", "", db[0], "test", 1)
+    other = "import torch\nmodel = torch.hub.load('pytorch/vision', 'alexnet', pretrained=True)\n"
+    it = Item(record.instruction, record.api_data, other, record)
+    answer = AnalyzerJudge(db, hub="torchhub").ask(Query(it, next(q for q in QUESTIONS if q.id == "api_fits"), []))
+    assert answer.p_yes == 1.0 and "exact=False" in answer.detail["reason"]
+
+    builtin = {q.id: r.p_yes for q, r in zip(QUESTIONS, ask_all(AnalyzerJudge(API_DB, hub="builtin", timeout_s=10),
+                                                                CASES["same_domain_api"][0]))}
+    assert builtin["api_exists"] == 1.0 and builtin["api_fits"] == 0.0
 
 
 def test_api_args_checks_the_values_not_the_names():

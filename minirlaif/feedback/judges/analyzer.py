@@ -8,7 +8,7 @@ and no large model. Its answers are facts it can check, mapped onto the same que
     undefined      some name is used that nothing defines (metrics.static_check.undefined_names),
                    forgotten imports left out: the imports question already counts those
     api_exists     the program calls an API of the database (metrics.ast_match: not a hallucination)
-    api_fits       the matched API is the gold one, or shares the gold API's domain
+    api_fits       the matched API is the gold one; on Gorilla's hubs, also one of the gold API's domain
     api_args       the call passes the gold call's argument values (ast_match.args_match)
     complete       it parses, calls a database API, and runs to the end in the sandbox
     no_logic_bugs  it runs to the end and prints something (1.0); runs but prints nothing (0.5)
@@ -40,8 +40,13 @@ from minirlaif.metrics.static_check import StaticResult, missing_imports, static
 from minirlaif.sandbox import run_program, run_programs
 
 # Bumped when an answer rule changes, so that answers cached under older rules are asked again. 2: the arguments
-# check compares values (a name stands for the literal it was bound to), not names (2026-11-30).
-RULES = 2
+# check compares values (a name stands for the literal it was bound to), not names (2026-11-30). 3: on the
+# builtin hub only the gold API fits the task, not any API of its domain (2026-11-30).
+RULES = 3
+# Hubs whose domain names a task that any API of it does (Gorilla's "Image Classification": any classifier
+# suits "classify this photo"). A builtin domain groups functions that compute different things
+# ("Number theory": gcd and lcm), so there only the gold API suits the task.
+TASK_DOMAIN_HUBS = ("huggingface", "torchhub", "tensorflowhub")
 
 
 @dataclass
@@ -217,8 +222,9 @@ class AnalyzerJudge(Judge):
         elif qid == "api_exists":
             p, why = _yes(m.matched is not None, f"matched {api!r}" if m.matched else "no database API is called")
         elif qid == "api_fits":
-            p, why = _yes(m.matched is not None and (m.exact_api or m.correct),
-                          f"matched {api!r} (exact={m.exact_api}, same domain={m.correct})")
+            same_task = m.correct and self.hub in TASK_DOMAIN_HUBS
+            p, why = _yes(m.matched is not None and (m.exact_api or same_task),
+                          f"matched {api!r} (exact={m.exact_api}, same domain={m.correct}, hub {self.hub})")
         elif qid == "api_args":
             p, why = _yes(m.args_match, f"the gold call's argument values passed: {m.args_match}")
         elif qid == "complete":
