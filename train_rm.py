@@ -213,26 +213,41 @@ def pearson(x: list[float], y: list[float]) -> float:
 def split_and_pair(samples: list[ScoredSample], variants: list[tuple[ScoredSample, ScoredSample]], cfg: Config,
                    out: Path | None):
     """A seeded --heldout-fraction of the prompts is held out; pairs are built within each part (and written
-    to `out`, on rank 0), plus (sample, variant) pairs of training prompts whose score gap exceeds --margin.
-    Returns (train samples, held-out samples, train pairs, held-out pairs)."""
+    to `out`, on rank 0), plus (sample, variant) pairs whose score gap exceeds --margin: those of training
+    prompts train, those of held-out prompts measure (pairs that differ only in an argument's value).
+    Returns (train samples, held-out samples, train pairs, held-out pairs, held-out variant pairs)."""
     prompts = sorted({s.prompt for s in samples})
     random.Random(cfg.seed + 1).shuffle(prompts)
     heldout = set(prompts[: max(1, int(len(prompts) * cfg.heldout_fraction))])
     train_samples = [s for s in samples if s.prompt not in heldout]
     test_samples = [s for s in samples if s.prompt in heldout]
     train_pairs = build_pairs(train_samples, cfg.margin, cfg.pair_strategy)
-    train_pairs += [Pair(s.prompt, s.response, v.response, s.score, v.score) for s, v in variants
-                    if s.prompt not in heldout and s.score - v.score > cfg.margin]
+    variant_pairs = [Pair(s.prompt, s.response, v.response, s.score, v.score) for s, v in variants
+                     if s.score - v.score > cfg.margin]
+    train_pairs += [p for p in variant_pairs if p.prompt not in heldout]
     test_pairs = build_pairs(test_samples, cfg.margin, "all")
+    test_variant_pairs = [p for p in variant_pairs if p.prompt in heldout]
     if out is not None:
         write_pairs(train_pairs, out / "pairs.jsonl")
         write_pairs(test_pairs, out / "heldout_pairs.jsonl")
+        if variants:
+            write_pairs(test_variant_pairs, out / "heldout_variant_pairs.jsonl")
     stats = score_stats(samples, cfg.margin)
     print(f"judge scores: {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))})}")
-    print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs")
+    print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs"
+          + (f", {len(test_variant_pairs)} held-out argument-variant pairs" if variants else ""))
     if cfg.rm_loss == "bt" and not train_pairs:
         raise InputError("no preference pairs: every sample scored alike; lower --margin, raise --k or --temperature")
-    return train_samples, test_samples, train_pairs, test_pairs
+    return train_samples, test_samples, train_pairs, test_pairs, test_variant_pairs
+
+
+def pair_accuracy(model: RewardModel, tokenizer, pairs, cfg: Config, device) -> float:
+    """The fraction of pairs whose chosen response the reward model scores higher (nan without pairs)."""
+    if not pairs:
+        return float("nan")
+    rc = rewards_of(model, tokenizer, [p.prompt for p in pairs], [p.chosen for p in pairs], cfg, device)
+    rr = rewards_of(model, tokenizer, [p.prompt for p in pairs], [p.rejected for p in pairs], cfg, device)
+    return float(bradley_terry_accuracy(rc, rr))
 
 
 def normalise_and_measure(model: RewardModel, tokenizer, train_samples, test_samples, test_pairs, cfg: Config,
@@ -241,11 +256,7 @@ def normalise_and_measure(model: RewardModel, tokenizer, train_samples, test_sam
     accuracy and the Pearson correlation of the reward with the judge's score on held-out samples."""
     model.fit_normalisation(rewards_of(model, tokenizer, [s.prompt for s in train_samples],
                                        [s.response for s in train_samples], cfg, device, raw=True))
-    heldout_acc = float("nan")
-    if test_pairs:
-        rc = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.chosen for p in test_pairs], cfg, device)
-        rr = rewards_of(model, tokenizer, [p.prompt for p in test_pairs], [p.rejected for p in test_pairs], cfg, device)
-        heldout_acc = float(bradley_terry_accuracy(rc, rr))
+    heldout_acc = pair_accuracy(model, tokenizer, test_pairs, cfg, device)
     test_rewards = rewards_of(model, tokenizer, [s.prompt for s in test_samples], [s.response for s in test_samples],
                               cfg, device)
     return heldout_acc, pearson(test_rewards.tolist(), [s.score for s in test_samples])
@@ -286,8 +297,8 @@ def main(cfg: Config) -> dict:
         judge_stage(cfg, data, records, rows, weights, out, device, cache) if run.main else None)
 
     # ---- 3. pairs, split by prompt ----
-    train_samples, test_samples, train_pairs, test_pairs = split_and_pair(samples, variants, cfg,
-                                                                          out if run.main else None)
+    train_samples, test_samples, train_pairs, test_pairs, test_variant_pairs = split_and_pair(
+        samples, variants, cfg, out if run.main else None)
 
     # ---- 4. train the reward model: Bradley-Terry on the pairs (or pointwise BCE) ----
     tokenizer = load_tokenizer(sft)
@@ -335,9 +346,14 @@ def main(cfg: Config) -> dict:
                "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs), "samples": len(samples),
                "judge": judge_name, "score_stats": score_stats(samples, cfg.margin), "rm_loss": cfg.rm_loss,
                "seconds": round(time.time() - t0, 1)}
+    if variants:  # --arg-variants: how well it ranks a right program above the same with one value changed
+        summary["heldout_variant_pair_accuracy"] = pair_accuracy(model, tokenizer, test_variant_pairs, cfg, device)
+        summary["heldout_variant_pairs"] = len(test_variant_pairs)
     run.finish(save_model, summary)
     print(f"reward model: held-out pair accuracy {heldout_acc:.3f}, Pearson(reward, judge score) {corr:.3f} "
-          f"on {len(test_samples)} held-out samples; saved to {out / 'model'}")
+          f"on {len(test_samples)} held-out samples"
+          + (f"; argument-variant pairs {summary['heldout_variant_pair_accuracy']:.3f} "
+             f"({len(test_variant_pairs)})" if variants else "") + f"; saved to {out / 'model'}")
     return summary
 
 

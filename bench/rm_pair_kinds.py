@@ -5,7 +5,10 @@
 Each held-out pair (OUT/heldout_pairs.jsonl) is labelled by the first judge question, in this order, on
 which its chosen and rejected programs disagree (answers from OUT/scored.jsonl): syntax, api_fits,
 api_args, complete ("it runs"), else "other". Accuracy = the fraction of pairs where the reward model
-scores the chosen program higher. Prints a table and writes bench/results/rm_pair_kinds.json.
+scores the chosen program higher. A run made with --arg-variants adds a row "argument variants": its held-out
+pairs of a program with the right arguments against the same program with one literal changed
+(OUT/heldout_variant_pairs.jsonl), the cleanest pairs that differ only in an argument's value. Prints a table
+and writes bench/results/rm_pair_kinds.json.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from minirlaif.feedback.pairs import read_pairs, read_scored_samples  # noqa: E402
 from minirlaif.reward_model import RewardModel  # noqa: E402
 from minirlaif.tokenizer import load_tokenizer  # noqa: E402
-from train_rm import Config, rewards_of  # noqa: E402
+from train_rm import Config, pair_accuracy, rewards_of  # noqa: E402
 
 ORDER = ("syntax", "api_fits", "api_args", "complete")
 
@@ -37,8 +40,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rm_pair_kinds.json"))
     args = parser.parse_args()
     run = Path(args.run)
-    answers = {(s.prompt, s.response): {a.question_id: a.p_good for a in s.feedback.answers}
-               for s in read_scored_samples(run / "scored.jsonl")}
+    scored = read_scored_samples(run / "scored.jsonl")
+    if (run / "variants.jsonl").exists():  # --arg-variants: the judged variants, rejected in some training pairs
+        scored += read_scored_samples(run / "variants.jsonl")
+    answers = {(s.prompt, s.response): {a.question_id: a.p_good for a in s.feedback.answers} for s in scored}
     pairs = read_pairs(run / "heldout_pairs.jsonl")
     model = RewardModel.from_pretrained(run / "model").eval()
     tokenizer = load_tokenizer(run / "model")
@@ -51,9 +56,13 @@ def main() -> None:
         hits[kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])].append(c > r)
     table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
     table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for v in hits.values()) / max(1, len(pairs))}
+    if (run / "heldout_variant_pairs.jsonl").exists():
+        variant_pairs = read_pairs(run / "heldout_variant_pairs.jsonl")
+        table["argument variants"] = {"pairs": len(variant_pairs),
+                                      "accuracy": pair_accuracy(model, tokenizer, variant_pairs, cfg, "cpu")}
     print(f"{run}  pooling={model.pooling}")
     for k, v in table.items():
-        print(f"  {k:10s} {v['pairs']:5d} pairs  accuracy {v['accuracy']:.3f}")
+        print(f"  {k:17s} {v['pairs']:5d} pairs  accuracy {v['accuracy']:.3f}")
     train_kinds = Counter(kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
                           for p in read_pairs(run / "pairs.jsonl"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

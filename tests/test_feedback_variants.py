@@ -56,15 +56,17 @@ def test_the_analyzer_scores_a_variant_of_a_right_program_lower_on_the_arguments
     assert original.score > changed.score
 
 
-def test_variant_pairs_only_for_training_prompts_over_the_margin():
+def test_variant_pairs_over_the_margin_train_on_training_prompts_and_measure_on_held_out_ones():
     import train_rm
 
     cfg = train_rm.Config(heldout_fraction=0.5, margin=0.1, pair_strategy="all")
     samples = [ScoredSample(f"prompt {i}", f"program {i}", 1.0) for i in range(4)]
     variants = [(s, ScoredSample(s.prompt, s.response + " changed", score)) for s in samples for score in (0.5, 0.95)]
-    train, test, train_pairs, test_pairs = train_rm.split_and_pair(samples, variants, cfg, None)
+    train, test, train_pairs, test_pairs, test_variant_pairs = train_rm.split_and_pair(samples, variants, cfg, None)
     train_prompts = {s.prompt for s in train}
     assert len(train_prompts) == 2 and not test_pairs
-    assert sorted((p.prompt, p.chosen, p.rejected) for p in train_pairs) == sorted(
-        (s.prompt, s.response, s.response + " changed") for s in samples if s.prompt in train_prompts)  # gap 0.05: none
-    assert all(p.chosen_score == 1.0 and p.rejected_score == 0.5 for p in train_pairs)
+    expected = sorted((s.prompt, s.response, s.response + " changed") for s in samples)  # gap 0.05: none
+    assert sorted((p.prompt, p.chosen, p.rejected) for p in train_pairs) == [e for e in expected if e[0] in train_prompts]
+    assert sorted((p.prompt, p.chosen, p.rejected) for p in test_variant_pairs) == [
+        e for e in expected if e[0] not in train_prompts]
+    assert all(p.chosen_score == 1.0 and p.rejected_score == 0.5 for p in train_pairs + test_variant_pairs)
