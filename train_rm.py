@@ -35,7 +35,7 @@ from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
 from minirlaif.feedback import (FeedbackCache, Item, JudgeError, Pair, ScoredSample, build_judge, build_pairs, label,
                                 parse_weights, score_stats, write_pairs, write_scored_samples)
-from minirlaif.feedback.variants import variant_items
+from minirlaif.feedback.variants import api_variant_items, same_domain_alternatives, variant_items
 from minirlaif.generation import generate_texts
 from minirlaif.jsonl import read_jsonl
 from minirlaif.losses import bradley_terry_accuracy, bradley_terry_loss, pointwise_bce_loss
@@ -75,6 +75,9 @@ class Config(RunSettings, TrainingSettings, DataSettings, SamplingSettings, Judg
     lr: float = field(5e-4, "learning rate (AdamW, linear decay to 0)", type=flags.positive_float)
     arg_variants: int = field(0, "per training sample the judge found right on its arguments: this many copies "
                               "with one literal changed, judged, each paired against it (0 = none)", type=flags.count)
+    api_variants: int = field(0, "per training sample the judge found calling a fitting API: up to this many copies "
+                              "with that API swapped for another of its domain and module, judged, each paired "
+                              "against it (0 = none)", type=flags.count)
 
     def check(self) -> str | None:
         """Flags that are fine alone but not together (argparse reports it in one line)."""
@@ -138,7 +141,7 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
 def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str, float], out: Path,
                 device, cache: FeedbackCache) -> tuple[list[ScoredSample], list, str]:
     """Every sample scored by the judge (answers cached one by one): (scored samples, argument variants
-    (--arg-variants), judge name)."""
+    (--arg-variants, --api-variants), judge name)."""
     try:
         judge = build_judge(cfg, data, device)
         items = [Item(records[r["index"]].instruction, records[r["index"]].api_data, extract_program(r["response"]),
@@ -146,7 +149,7 @@ def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str,
         feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
         samples = [ScoredSample(r["prompt"], r["response"], fb.score, fb, {"index": r["index"]})
                    for r, fb in zip(rows, feedbacks)]
-        variants = variant_stage(cfg, judge, records, samples, weights, cache)
+        variants = variant_stage(cfg, judge, data, records, samples, weights, cache)
     except JudgeError as e:
         raise RunStopped(f"{e}; the samples and every answer received so far are kept in {out}: fix the judge "
                          "and rerun with the same arguments plus --resume (cached answers are not asked again)") from None
@@ -158,22 +161,32 @@ def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str,
     return samples, variants, judge.name
 
 
-def variant_stage(cfg: Config, judge, records, samples: list[ScoredSample], weights: dict[str, float],
+def variant_stage(cfg: Config, judge, data, records, samples: list[ScoredSample], weights: dict[str, float],
                   cache: FeedbackCache) -> list[tuple[ScoredSample, ScoredSample]]:
-    """--arg-variants: (sample, its copy with one literal changed, judged) for each sample the judge found
-    right on its arguments (feedback/variants.py)."""
-    if not cfg.arg_variants:
+    """--arg-variants / --api-variants: (sample, its copy with one literal changed or its API swapped, judged)
+    for each sample the judge found right on its arguments / calling a fitting API (feedback/variants.py)."""
+    def judged_yes(s: ScoredSample, qid: str) -> bool:
+        return any(a.question_id == qid and a.p_good >= 0.5 for a in s.feedback.answers)
+
+    found = []  # (original sample, variant program)
+    if cfg.arg_variants:
+        right = [s for s in samples if judged_yes(s, "api_args")]
+        found += [(right[i], v) for i, v in variant_items([s.response for s in right], cfg.arg_variants, cfg.seed)]
+        print(f"{len(found)} argument variants of the {len(right)} samples with the right arguments")
+    if cfg.api_variants:
+        fits = [s for s in samples if judged_yes(s, "api_fits")]
+        gold = [records[s.meta["index"]].api_data for s in fits]
+        apis = [(g.get("api_name", ""), same_domain_alternatives(data.api_database, g)) for g in gold]
+        api_found = api_variant_items([s.response for s in fits], apis, cfg.api_variants, cfg.seed)
+        found += [(fits[i], v) for i, v in api_found]
+        print(f"{len(api_found)} API variants of the {len(fits)} samples calling a fitting API")
+    if not found:
         return []
-    right = [s for s in samples if any(a.question_id == "api_args" and a.p_good >= 0.5 for a in s.feedback.answers)]
-    found = variant_items([s.response for s in right], cfg.arg_variants, cfg.seed)
-    items = []
-    for i, variant in found:
-        record = records[right[i].meta["index"]]
-        items.append(Item(record.instruction, record.api_data, extract_program(variant), record))
+    items = [Item(records[s.meta["index"]].instruction, records[s.meta["index"]].api_data, extract_program(v),
+                  records[s.meta["index"]]) for s, v in found]
     feedbacks = label(judge, items, weights=weights, cache=cache, workers=cfg.judge_workers)
-    print(f"{len(found)} argument variants of the {len(right)} samples with the right arguments")
-    return [(right[i], ScoredSample(right[i].prompt, variant, fb.score, fb, {**right[i].meta, "variant": True}))
-            for (i, variant), fb in zip(found, feedbacks)]
+    return [(s, ScoredSample(s.prompt, v, fb.score, fb, {**s.meta, "variant": True}))
+            for (s, v), fb in zip(found, feedbacks)]
 
 
 # ---- stage 4: reward model --------------------------------------------------------------------------
@@ -235,7 +248,7 @@ def split_and_pair(samples: list[ScoredSample], variants: list[tuple[ScoredSampl
     stats = score_stats(samples, cfg.margin)
     print(f"judge scores: {json.dumps({k: v for k, v in stats.items() if not isinstance(v, (list, dict))})}")
     print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs"
-          + (f", {len(test_variant_pairs)} held-out argument-variant pairs" if variants else ""))
+          + (f", {len(test_variant_pairs)} held-out variant pairs" if variants else ""))
     if cfg.rm_loss == "bt" and not train_pairs:
         raise InputError("no preference pairs: every sample scored alike; lower --margin, raise --k or --temperature")
     return train_samples, test_samples, train_pairs, test_pairs, test_variant_pairs
@@ -346,13 +359,13 @@ def main(cfg: Config) -> dict:
                "train_pairs": len(train_pairs), "heldout_pairs": len(test_pairs), "samples": len(samples),
                "judge": judge_name, "score_stats": score_stats(samples, cfg.margin), "rm_loss": cfg.rm_loss,
                "seconds": round(time.time() - t0, 1)}
-    if variants:  # --arg-variants: how well it ranks a right program above the same with one value changed
+    if variants:  # how well it ranks a right program above the same with one value (or the API) changed
         summary["heldout_variant_pair_accuracy"] = pair_accuracy(model, tokenizer, test_variant_pairs, cfg, device)
         summary["heldout_variant_pairs"] = len(test_variant_pairs)
     run.finish(save_model, summary)
     print(f"reward model: held-out pair accuracy {heldout_acc:.3f}, Pearson(reward, judge score) {corr:.3f} "
           f"on {len(test_samples)} held-out samples"
-          + (f"; argument-variant pairs {summary['heldout_variant_pair_accuracy']:.3f} "
+          + (f"; variant pairs {summary['heldout_variant_pair_accuracy']:.3f} "
              f"({len(test_variant_pairs)})" if variants else "") + f"; saved to {out / 'model'}")
     return summary
 

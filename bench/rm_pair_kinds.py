@@ -5,10 +5,10 @@
 Each held-out pair (OUT/heldout_pairs.jsonl) is labelled by the first judge question, in this order, on
 which its chosen and rejected programs disagree (answers from OUT/scored.jsonl): syntax, api_fits,
 api_args, complete ("it runs"), else "other". Accuracy = the fraction of pairs where the reward model
-scores the chosen program higher. A run made with --arg-variants adds a row "argument variants": its held-out
-pairs of a program with the right arguments against the same program with one literal changed
-(OUT/heldout_variant_pairs.jsonl), the cleanest pairs that differ only in an argument's value. Prints a table
-and writes bench/results/rm_pair_kinds.json.
+scores the chosen program higher. A run made with --arg-variants / --api-variants adds rows "variants: KIND": its
+held-out pairs of a program against the same program with one literal changed or its API swapped
+(OUT/heldout_variant_pairs.jsonl), the cleanest pairs that differ only in an argument's value or in the API.
+Prints a table and writes bench/results/rm_pair_kinds.json.
 """
 
 from __future__ import annotations
@@ -58,11 +58,14 @@ def main() -> None:
     table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for v in hits.values()) / max(1, len(pairs))}
     if (run / "heldout_variant_pairs.jsonl").exists():
         variant_pairs = read_pairs(run / "heldout_variant_pairs.jsonl")
-        table["argument variants"] = {"pairs": len(variant_pairs),
-                                      "accuracy": pair_accuracy(model, tokenizer, variant_pairs, cfg, "cpu")}
+        for k in ORDER:
+            of_kind = [p for p in variant_pairs if kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)]) == k]
+            if of_kind:
+                table[f"variants: {k}"] = {"pairs": len(of_kind),
+                                           "accuracy": pair_accuracy(model, tokenizer, of_kind, cfg, "cpu")}
     print(f"{run}  pooling={model.pooling}")
     for k, v in table.items():
-        print(f"  {k:17s} {v['pairs']:5d} pairs  accuracy {v['accuracy']:.3f}")
+        print(f"  {k:18s} {v['pairs']:5d} pairs  accuracy {v['accuracy']:.3f}")
     train_kinds = Counter(kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
                           for p in read_pairs(run / "pairs.jsonl"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Argument variants (train_rm.py --arg-variants): one literal changed, generic Python, judged like any sample,
-and paired against its original only for training prompts with a score gap over the margin."""
+"""Variants (train_rm.py --arg-variants, --api-variants): one literal changed or the API swapped for another of its
+domain, judged like any sample, and paired against the original when the score gap is over the margin: on training
+prompts to train, on held-out prompts to measure."""
 
 import ast
 import io
@@ -7,7 +8,8 @@ import random
 import tokenize
 
 from minirlaif.feedback import AnalyzerJudge, Item, ScoredSample, label
-from minirlaif.feedback.variants import argument_variant, changed_literal, variant_items
+from minirlaif.feedback.variants import (api_variant, api_variant_items, argument_variant, changed_literal,
+                                        same_domain_alternatives, variant_items)
 from test_feedback_analyzer import API_DB, RECORD
 
 
@@ -70,3 +72,44 @@ def test_variant_pairs_over_the_margin_train_on_training_prompts_and_measure_on_
     assert sorted((p.prompt, p.chosen, p.rejected) for p in test_variant_pairs) == [
         e for e in expected if e[0] not in train_prompts]
     assert all(p.chosen_score == 1.0 and p.rejected_score == 0.5 for p in train_pairs + test_variant_pairs)
+
+
+def test_an_api_variant_swaps_the_api_for_another_of_its_domain_and_module_only():
+    assert same_domain_alternatives(API_DB, API_DB[0]) == ["math.lcm"]  # statistics.mean: another domain
+    other_module = {**API_DB[2], "domain": "Number theory", "api_name": "statistics.gcd"}
+    assert same_domain_alternatives(API_DB + [other_module], API_DB[0]) == ["math.lcm"]  # imports would break
+    program = "import math\nresult = math.gcd(12, 18)\nprint(result, mymath.gcd, math.gcd_table)\n"
+    assert api_variant(program, "math.gcd", ["math.lcm"], random.Random(0)) == (
+        "import math\nresult = math.lcm(12, 18)\nprint(result, mymath.gcd, math.gcd_table)\n")  # whole names only
+    assert api_variant("print(1)\n", "math.gcd", ["math.lcm"], random.Random(0)) is None
+    assert api_variant(program, "math.gcd", [], random.Random(0)) is None
+    apis = [("math.gcd", ["math.lcm"]), ("math.gcd", [])]
+    assert api_variant_items([program, program], apis, 3, 0) == [(0, program.replace("math.gcd(", "math.lcm("))]
+
+
+def test_variant_stage_judges_both_kinds_and_pairs_them_with_their_original(tmp_path):
+    """The wiring in train_rm: the right program gives an argument variant (api_args lost) and an API variant
+    (api_fits and api_args lost), each scored by the judge below the original; a program whose API does not fit
+    gives neither."""
+    import types
+
+    import train_rm
+    from minirlaif.feedback import FeedbackCache, parse_weights
+
+    judge = AnalyzerJudge(API_DB, hub="builtin", timeout_s=10)
+    right, wrong_api = "import math\nprint(math.gcd(12, 18))\n", "import statistics\nprint(statistics.mean([12, 18]))\n"
+    weights = parse_weights("api_fits=3,api_args=3")
+    feedbacks = label(judge, [Item(RECORD.instruction, RECORD.api_data, p, RECORD) for p in (right, wrong_api)],
+                      weights=weights, progress=False)
+    samples = [ScoredSample(RECORD.instruction, p, fb.score, fb, {"index": 0}) for p, fb in zip((right, wrong_api), feedbacks)]
+    cfg = train_rm.Config(arg_variants=1, api_variants=2, judge_workers=1)
+    cache = FeedbackCache(tmp_path / "cache.jsonl")
+    pairs = train_rm.variant_stage(cfg, judge, types.SimpleNamespace(api_database=API_DB), [RECORD], samples,
+                                   weights, cache)
+    cache.close()
+    assert [(s.response, v.meta["variant"]) for s, v in pairs] == [(right, True), (right, True)]
+    arg_variant, swapped = (v for _, v in pairs)
+    assert swapped.response == right.replace("math.gcd", "math.lcm")  # one alternative: the second draw repeats it
+    lost = [{a.question_id for a in v.feedback.answers if a.p_good < 0.5} for v in (arg_variant, swapped)]
+    assert lost == [{"api_args"}, {"api_fits", "api_args"}]
+    assert samples[0].score > arg_variant.score > swapped.score
