@@ -53,7 +53,8 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings, PPOCo
     rollouts: int = field(64, "responses sampled per iteration (the PPO batch; under torchrun the global batch, "
                           "each of N processes samples rollouts / N)", type=flags.positive_int)
     lr: float = field(5e-5, "learning rate (AdamW, constant)", type=flags.positive_float)
-    kl_coef: float = field(0.2, "initial KL coefficient beta", type=flags.nonnegative_float)
+    kl_coef: float = field(0.4, "initial KL coefficient beta (why 0.4: the README's levers under the current judge)",
+                           type=flags.nonnegative_float)
     adaptive_kl: bool = field(False, "adapt beta towards --kl-target (Ziegler et al.)")
     kl_target: float = field(6.0, "target per-sequence KL for the adaptive controller", type=flags.positive_float)
     kl_horizon: float = field(10000, "horizon of the adaptive controller", type=flags.positive_float)
