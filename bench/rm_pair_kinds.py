@@ -1,6 +1,7 @@
 """Held-out pair accuracy of a trained reward model, broken down by what the two programs differ in.
 
     .venv/bin/python bench/rm_pair_kinds.py runs/rm            # a train_rm.py output folder
+    .venv/bin/python bench/rm_pair_kinds.py runs/rm --variants-of runs/rm_variants   # another run's variant pairs
 
 Each held-out pair (OUT/heldout_pairs.jsonl) is labelled by the first judge question, in this order, on
 which its chosen and rejected programs disagree (answers from OUT/scored.jsonl): syntax, api_fits,
@@ -38,11 +39,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", help="a train_rm.py output folder (scored.jsonl, heldout_pairs.jsonl, model/)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rm_pair_kinds.json"))
+    parser.add_argument("--variants-of", default="", help="score the held-out variant pairs of this other train_rm.py "
+                        "folder (made with --arg-variants / --api-variants; the same samples and held-out split), "
+                        "e.g. to see how an RM trained without variants ranks them")
     args = parser.parse_args()
     run = Path(args.run)
+    variants_run = Path(args.variants_of) if args.variants_of else run
     scored = read_scored_samples(run / "scored.jsonl")
-    if (run / "variants.jsonl").exists():  # --arg-variants: the judged variants, rejected in some training pairs
-        scored += read_scored_samples(run / "variants.jsonl")
+    for folder in dict.fromkeys([run, variants_run]):  # the judged variants: rejected in variant pairs
+        if (folder / "variants.jsonl").exists():
+            scored += read_scored_samples(folder / "variants.jsonl")
     answers = {(s.prompt, s.response): {a.question_id: a.p_good for a in s.feedback.answers} for s in scored}
     pairs = read_pairs(run / "heldout_pairs.jsonl")
     model = RewardModel.from_pretrained(run / "model").eval()
@@ -56,8 +62,8 @@ def main() -> None:
         hits[kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])].append(c > r)
     table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
     table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for v in hits.values()) / max(1, len(pairs))}
-    if (run / "heldout_variant_pairs.jsonl").exists():
-        variant_pairs = read_pairs(run / "heldout_variant_pairs.jsonl")
+    if (variants_run / "heldout_variant_pairs.jsonl").exists():
+        variant_pairs = read_pairs(variants_run / "heldout_variant_pairs.jsonl")
         for k in ORDER:
             of_kind = [p for p in variant_pairs if kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)]) == k]
             if of_kind:
@@ -69,7 +75,8 @@ def main() -> None:
     train_kinds = Counter(kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
                           for p in read_pairs(run / "pairs.jsonl"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"run": str(run), "pooling": model.pooling, "heldout": table,
+    Path(args.out).write_text(json.dumps({"run": str(run), "variants_of": str(variants_run), "pooling": model.pooling,
+                                          "heldout": table,
                                           "train_pair_kinds": dict(train_kinds)}, indent=1) + "\n")
 
 
