@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from minirlaif import distributed, flags
 from minirlaif.batching import chunks, pad_right
 from minirlaif.checkpoint import resume_hint
+from minirlaif.data.augment import value_swapped
 from minirlaif.data.prompts import format_prompt, format_target
 from minirlaif.data.splits import load_dataset, with_code
 from minirlaif.errors import InputError, RunStopped
@@ -57,6 +58,9 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings):
     max_target_len: int = field(128, "decoder tokens (program + EOS) kept", type=flags.positive_int)
     with_api_call: bool = field(False, "target starts with '<<<api_call>>>: ...' before the program")
     limit_train: int = field(0, "use only the first N training records (0 = all)", type=flags.count)
+    value_swap: float = field(0.0, "fraction of training records whose numbers shared by instruction and program "
+                              "are swapped for random ones, so that copying them is learned (data/augment.py)",
+                              type=flags.fraction)
     eval_every: int = field(200, "steps between eval-loss measurements", type=flags.positive_int)
     log_every: int = field(10, "steps between metrics.jsonl lines", type=flags.positive_int)
     samples: int = field(3, "greedy sample generations printed at the end", type=flags.count)
@@ -183,6 +187,8 @@ def main(cfg: Config) -> dict:
     # ---- data ----
     data = load_dataset(cfg.data, cfg.eval_data or None, cfg.api_db or None, cfg.eval_fraction, cfg.seed)
     train_records = with_code(data.train, "training")[: cfg.limit_train or None]
+    if cfg.value_swap:  # before the tokenizer is trained: it must see the swapped numbers too
+        train_records = value_swapped(train_records, cfg.value_swap, cfg.seed)
     eval_records = with_code(data.eval, "eval loss")
     if not train_records:
         raise InputError(f"--data {cfg.data}: no training records with reference code")
