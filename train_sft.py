@@ -60,7 +60,7 @@ class Config(RunSettings, TrainingSettings, ForwardSettings, DataSettings):
     limit_train: int = field(0, "use only the first N training records (0 = all)", type=flags.count)
     value_swap: float = field(0.0, "fraction of training records whose numbers shared by instruction and program "
                               "are swapped for random ones, so that copying them is learned (data/augment.py)",
-                              type=flags.fraction)
+                              type=flags.unit_interval)
     eval_every: int = field(200, "steps between eval-loss measurements", type=flags.positive_int)
     log_every: int = field(10, "steps between metrics.jsonl lines", type=flags.positive_int)
     samples: int = field(3, "greedy sample generations printed at the end", type=flags.count)

@@ -86,3 +86,27 @@ def test_given_tokenizer_is_used_with_a_preset(tiny, tmp_path):
     train_sft.main(cfg)
     saved = load_tokenizer(tmp_path / "run" / "model")
     assert saved.model_proto == tok.model_proto  # not a freshly trained one (that would have vocab 300)
+
+
+def test_value_swap_trains_on_swapped_records_before_the_tokenizer_is_made(tiny, tmp_path, monkeypatch):
+    """--value-swap P passes the training records, P and --seed to value_swapped, and what it returns is what the
+    tokenizer and the model see (the eval records stay as they are)."""
+    from minirlaif.data.augment import value_swapped
+
+    calls, corpora = [], []
+    real_train = train_sft.SentencePieceTokenizer.train
+
+    def swapped(records, fraction, seed):
+        calls.append((len(records), fraction, seed))
+        return value_swapped(records, fraction, seed)
+
+    monkeypatch.setattr(train_sft, "value_swapped", swapped)
+    monkeypatch.setattr(train_sft.SentencePieceTokenizer, "train",
+                        staticmethod(lambda texts, **kw: corpora.append(list(texts)) or real_train(corpora[-1], **kw)))
+    cfg = train_sft.parse_config(train_sft.Config, "", sft_args(tiny, tmp_path, "--max-steps", "1", "--value-swap", "1",
+                                                                "--seed", "3"))
+    train_sft.main(cfg)
+    records = train_sft.with_code(train_sft.load_dataset(cfg.data, cfg.eval_data, cfg.api_db).train, "training")
+    expected = value_swapped(records, 1.0, 3)
+    assert calls == [(len(records), 1.0, 3)] and expected != records
+    assert corpora[0][: len(expected)] == [train_sft.format_prompt(r) for r in expected]
