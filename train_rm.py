@@ -140,7 +140,7 @@ def sample_stage(cfg: Config, records, out: Path, device) -> list[dict]:
 # ---- stage 2: judge ----------------------------------------------------------------------------------
 def judge_stage(cfg: Config, data, records, rows: list[dict], weights: dict[str, float], out: Path,
                 device, cache: FeedbackCache) -> tuple[list[ScoredSample], list, str]:
-    """Every sample scored by the judge (answers cached one by one): (scored samples, argument variants
+    """Every sample scored by the judge (answers cached one by one): (scored samples, variants
     (--arg-variants, --api-variants), judge name)."""
     try:
         judge = build_judge(cfg, data, device)
@@ -227,7 +227,7 @@ def split_and_pair(samples: list[ScoredSample], variants: list[tuple[ScoredSampl
                    out: Path | None):
     """A seeded --heldout-fraction of the prompts is held out; pairs are built within each part (and written
     to `out`, on rank 0), plus (sample, variant) pairs whose score gap exceeds --margin: those of training
-    prompts train, those of held-out prompts measure (pairs that differ only in an argument's value).
+    prompts train, those of held-out prompts measure (pairs that differ only in an argument's value or the API).
     Returns (train samples, held-out samples, train pairs, held-out pairs, held-out variant pairs)."""
     prompts = sorted({s.prompt for s in samples})
     random.Random(cfg.seed + 1).shuffle(prompts)
