@@ -10,8 +10,8 @@ similar length:
  -> "Compute the GCD of 507 and 9."   import math / a = 507 / b = 9 ...
 
 Generic: Python's tokenizer finds the program's numbers, and nothing depends on the API or the slot. Only
-integers written in decimal are swapped (strings were tried too: random letters made the tiny model's
-greedy programs repeat themselves). A swapped program may no longer run (month 47): SFT only learns to copy.
+integers written in decimal are swapped (a scratch prototype that also gave strings random letters, not
+kept, made the tiny model's greedy programs repeat themselves). A swapped program may no longer run (month 47): SFT only learns to copy.
 """
 
 from __future__ import annotations
