@@ -6,10 +6,12 @@
 Each held-out pair (OUT/heldout_pairs.jsonl) is labelled by the first judge question, in this order, on
 which its chosen and rejected programs disagree (answers from OUT/scored.jsonl): syntax, api_fits,
 api_args, complete ("it runs"), else "other". Accuracy = the fraction of pairs where the reward model
-scores the chosen program higher. A run made with --arg-variants / --api-variants adds rows "variants: KIND": its
+scores the chosen program higher. The row "api_fits, both run" (a subset of api_fits, not counted twice in
+"all") keeps the pairs where both programs run: only the API tells them apart, which is what PPO can
+exploit when it swaps the asked-for API for another one that runs. A run made with --arg-variants / --api-variants adds rows "variants: KIND": its
 held-out pairs of a program against the same program with one literal changed or its API swapped
 (OUT/heldout_variant_pairs.jsonl), the cleanest pairs that differ only in an argument's value or in the API.
-Prints a table and writes bench/results/rm_pair_kinds.json.
+Prints a table and writes it as JSON to RUN/pair_kinds.json (or --out).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def kind(chosen: dict[str, float], rejected: dict[str, float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", help="a train_rm.py output folder (scored.jsonl, heldout_pairs.jsonl, model/)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "rm_pair_kinds.json"))
+    parser.add_argument("--out", default="", help="where the table goes as JSON (default: RUN/pair_kinds.json, so that "
+                        "scoring another run never replaces a stored result; e.g. bench/results/NAME.json)")
     parser.add_argument("--variants-of", default="", help="score the held-out variant pairs of this other train_rm.py "
                         "folder (made with --arg-variants / --api-variants; the same samples and held-out split), "
                         "e.g. to see how an RM trained without variants ranks them")
@@ -59,9 +62,13 @@ def main() -> None:
     rejected = rewards_of(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, "cpu")
     hits: dict[str, list[bool]] = defaultdict(list)
     for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist()):
-        hits[kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])].append(c > r)
+        k = kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
+        hits[k].append(c > r)
+        if k == "api_fits" and all(answers[(p.prompt, y)]["complete"] >= 0.5 for y in (p.chosen, p.rejected)):
+            hits["api_fits, both run"].append(c > r)  # a subset of api_fits: what a wrong API that runs earns
     table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
-    table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for v in hits.values()) / max(1, len(pairs))}
+    table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for k, v in hits.items() if k in ORDER or k == "other")
+                    / max(1, len(pairs))}
     if (variants_run / "heldout_variant_pairs.jsonl").exists():
         variant_pairs = read_pairs(variants_run / "heldout_variant_pairs.jsonl")
         for k in ORDER:
@@ -74,10 +81,11 @@ def main() -> None:
         print(f"  {k:18s} {v['pairs']:5d} pairs  accuracy {v['accuracy']:.3f}")
     train_kinds = Counter(kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
                           for p in read_pairs(run / "pairs.jsonl"))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"run": str(run), "variants_of": str(variants_run), "pooling": model.pooling,
-                                          "heldout": table,
-                                          "train_pair_kinds": dict(train_kinds)}, indent=1) + "\n")
+    out = Path(args.out) if args.out else run / "pair_kinds.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"run": str(run), "variants_of": str(variants_run), "pooling": model.pooling,
+                               "heldout": table, "train_pair_kinds": dict(train_kinds)}, indent=1) + "\n")
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":
