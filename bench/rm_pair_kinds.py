@@ -37,6 +37,14 @@ def kind(chosen: dict[str, float], rejected: dict[str, float]) -> str:
     return next((q for q in ORDER if chosen[q] != rejected[q]), "other")
 
 
+def rows_of(chosen: dict[str, float], rejected: dict[str, float]) -> list[str]:
+    """The table rows a pair counts in: its kind, and "api_fits, both run" when only the API fit tells apart two
+    programs that both run (the swap PPO can exploit)."""
+    k = kind(chosen, rejected)
+    both_run = chosen["complete"] >= 0.5 and rejected["complete"] >= 0.5
+    return [k, "api_fits, both run"] if k == "api_fits" and both_run else [k]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", help="a train_rm.py output folder (scored.jsonl, heldout_pairs.jsonl, model/)")
@@ -62,10 +70,8 @@ def main() -> None:
     rejected = rewards_of(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, "cpu")
     hits: dict[str, list[bool]] = defaultdict(list)
     for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist()):
-        k = kind(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])
-        hits[k].append(c > r)
-        if k == "api_fits" and all(answers[(p.prompt, y)]["complete"] >= 0.5 for y in (p.chosen, p.rejected)):
-            hits["api_fits, both run"].append(c > r)  # a subset of api_fits: what a wrong API that runs earns
+        for row in rows_of(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)]):
+            hits[row].append(c > r)
     table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
     table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for k, v in hits.items() if k in ORDER or k == "other")
                     / max(1, len(pairs))}
