@@ -39,7 +39,7 @@ def kind(chosen: dict[str, float], rejected: dict[str, float]) -> str:
 
 def rows_of(chosen: dict[str, float], rejected: dict[str, float]) -> list[str]:
     """The table rows a pair counts in: its kind, and "api_fits, both run" when only the API fit tells apart two
-    programs that both run (the swap PPO can exploit)."""
+    programs that both run (the judge's P(good) for `complete` >= 0.5 for both; the swap PPO can exploit)."""
     k = kind(chosen, rejected)
     both_run = chosen["complete"] >= 0.5 and rejected["complete"] >= 0.5
     return [k, "api_fits, both run"] if k == "api_fits" and both_run else [k]
@@ -70,11 +70,10 @@ def main() -> None:
     rejected = rewards_of(model, tokenizer, prompts, [p.rejected for p in pairs], cfg, "cpu")
     hits: dict[str, list[bool]] = defaultdict(list)
     for p, c, r in zip(pairs, chosen.tolist(), rejected.tolist()):
-        for row in rows_of(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)]):
+        for row in ["all", *rows_of(answers[(p.prompt, p.chosen)], answers[(p.prompt, p.rejected)])]:
             hits[row].append(c > r)
-    table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items())}
-    table["all"] = {"pairs": len(pairs), "accuracy": sum(sum(v) for k, v in hits.items() if k in ORDER or k == "other")
-                    / max(1, len(pairs))}
+    table = {k: {"pairs": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(hits.items()) if k != "all"}
+    table["all"] = {"pairs": len(pairs), "accuracy": sum(hits["all"]) / max(1, len(pairs))}
     if (variants_run / "heldout_variant_pairs.jsonl").exists():
         variant_pairs = read_pairs(variants_run / "heldout_variant_pairs.jsonl")
         for k in ORDER:
